@@ -1,0 +1,1 @@
+"""Shared Geodesic packages: contracts, embedded stack, service runtime, control plane, CLI."""

@@ -1,0 +1,1 @@
+"""Geodesic risk_supervisor service."""

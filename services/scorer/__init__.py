@@ -1,0 +1,1 @@
+"""Geodesic scorer service."""

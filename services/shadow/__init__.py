@@ -1,0 +1,1 @@
+"""Geodesic shadow service."""
