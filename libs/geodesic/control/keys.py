@@ -1,0 +1,62 @@
+"""Redis key layout, grouped by who may write them (see infra/redis/users.acl).
+
+- slot:*, rollout: operators and the risk supervisor (rollback rewrites them)
+- kill:*: operators only; a service credential cannot flip a kill switch
+- risk:*: the risk supervisor (halts, cooldown); operators may clear
+- state:<service>:*: each service's own checkpoints
+- audit (stream), version, channel: appended/published by whoever changes the plane
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = "geodesic"
+
+    def _k(self, suffix: str) -> str:
+        return f"{self.prefix}:{suffix}"
+
+    def slot(self, name: str) -> str:
+        return self._k(f"slot:{name}")
+
+    @property
+    def rollout(self) -> str:
+        return self._k("rollout")
+
+    @property
+    def kill_global(self) -> str:
+        return self._k("kill:global")
+
+    @property
+    def kill_symbols(self) -> str:
+        return self._k("kill:symbols")
+
+    @property
+    def state_global(self) -> str:
+        return self._k("risk:state:global")
+
+    @property
+    def state_symbols(self) -> str:
+        return self._k("risk:state:symbols")
+
+    @property
+    def cooldown_until(self) -> str:
+        return self._k("risk:cooldown_until")
+
+    @property
+    def version(self) -> str:
+        return self._k("version")
+
+    @property
+    def audit(self) -> str:
+        return self._k("audit")
+
+    @property
+    def channel(self) -> str:
+        return self._k("control")
+
+    def service_state(self, service: str, name: str) -> str:
+        return self._k(f"state:{service}:{name}")

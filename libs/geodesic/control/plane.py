@@ -1,0 +1,236 @@
+"""Reading and changing the control plane; every change is atomic, versioned and audited."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from geodesic.control.keys import Keys
+from geodesic.control.state import ControlSnapshot, Rollout, TradingState
+
+SLOTS = ("active", "shadow", "previous")
+
+
+class CooldownActiveError(RuntimeError):
+    """Raised when a promotion or rollout is attempted while a rollback cooldown holds."""
+
+
+def _s(value: bytes | str | None) -> str | None:
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class ControlPlane:
+    """Async access to the Redis control plane.
+
+    Each change runs in one MULTI/EXEC: the new value, a version bump, an audit-stream entry
+    (actor, reason, from, to, time) and a PUBLISH that wakes every watcher. The audit stream
+    is the source of truth for history; the risk supervisor forwards it to control.events.
+    """
+
+    def __init__(self, client: aioredis.Redis, prefix: str = "geodesic") -> None:
+        self.redis = client
+        self.keys = Keys(prefix)
+
+    # ---- reads -------------------------------------------------------------------------
+    async def snapshot(self) -> ControlSnapshot:
+        k = self.keys
+        pipe = self.redis.pipeline(transaction=False)
+        for slot in SLOTS:
+            pipe.get(k.slot(slot))
+        pipe.hgetall(k.rollout)
+        pipe.get(k.kill_global)
+        pipe.smembers(k.kill_symbols)
+        pipe.get(k.state_global)
+        pipe.hgetall(k.state_symbols)
+        pipe.get(k.cooldown_until)
+        pipe.get(k.version)
+        (
+            active,
+            shadow,
+            previous,
+            rollout,
+            kill_g,
+            kill_s,
+            st_g,
+            st_s,
+            cool,
+            ver,
+        ) = await pipe.execute()
+        ro = {_s(a): _s(b) for a, b in (rollout or {}).items()}
+        return ControlSnapshot(
+            active=_s(active),
+            shadow=_s(shadow),
+            previous=_s(previous),
+            rollout=Rollout(
+                mode=ro.get("mode") or "disabled",  # type: ignore[arg-type]
+                canary_fraction=float(ro.get("canary_fraction") or 0.0),
+                seed=int(ro.get("seed") or 0),
+                candidate=ro.get("candidate") or None,
+            ),
+            kill_global=_s(kill_g) == "1",
+            kill_symbols=frozenset(_s(x) or "" for x in kill_s or ()),
+            global_state=TradingState(_s(st_g) or TradingState.ACTIVE),
+            symbol_states={
+                _s(a) or "": TradingState(_s(b) or "ACTIVE") for a, b in (st_s or {}).items()
+            },
+            cooldown_until_ns=int(_s(cool) or 0),
+            version=int(_s(ver) or 0),
+        )
+
+    async def audit_log(self, count: int = 100) -> list[dict[str, str]]:
+        """The newest `count` audit entries, oldest first."""
+        rows = await self.redis.xrevrange(self.keys.audit, count=count)
+        out = []
+        for entry_id, fields in reversed(rows):
+            rec = {_s(a) or "": _s(b) or "" for a, b in fields.items()}
+            rec["id"] = _s(entry_id) or ""
+            out.append(rec)
+        return out
+
+    # ---- writes ------------------------------------------------------------------------
+    async def _commit(
+        self,
+        kind: str,
+        actor: str,
+        reason: str,
+        before: Any,
+        after: Any,
+        ops: list[tuple[str, tuple[Any, ...], dict[str, Any]]],
+        symbol: str | None = None,
+    ) -> dict[str, str]:
+        if not actor or not reason:
+            raise ValueError("every control change needs an actor and a reason")
+        entry = {
+            "event_id": uuid.uuid4().hex,
+            "kind": kind,
+            "actor": actor,
+            "reason": reason,
+            "from": json.dumps(before, default=str),
+            "to": json.dumps(after, default=str),
+            "symbol": symbol or "",
+            "ts_ns": str(time.time_ns()),
+        }
+        pipe = self.redis.pipeline(transaction=True)
+        for name, args, kwargs in ops:
+            getattr(pipe, name)(*args, **kwargs)
+        pipe.incr(self.keys.version)
+        pipe.xadd(self.keys.audit, entry, maxlen=100_000, approximate=True)
+        pipe.publish(self.keys.channel, json.dumps({"kind": kind, "symbol": symbol}))
+        await pipe.execute()
+        return entry
+
+    async def _check_cooldown(self, force: bool) -> None:
+        snap = await self.snapshot()
+        if not force and snap.cooldown_until_ns > time.time_ns():
+            raise CooldownActiveError(
+                f"cooldown active until {snap.cooldown_until_ns} ns; an operator must clear it"
+            )
+
+    async def set_slot(
+        self, slot: str, model_id: str | None, *, actor: str, reason: str
+    ) -> dict[str, str]:
+        if slot not in SLOTS:
+            raise ValueError(f"slot: unknown slot {slot!r} (expected one of {SLOTS})")
+        key = self.keys.slot(slot)
+        before = _s(await self.redis.get(key))
+        op = ("set", (key, model_id), {}) if model_id else ("delete", (key,), {})
+        return await self._commit("PROMOTE", actor, reason, {slot: before}, {slot: model_id}, [op])
+
+    async def promote(
+        self, model_id: str, *, actor: str, reason: str, force: bool = False
+    ) -> dict[str, str]:
+        """active -> previous, model -> active; refused during a cooldown unless forced."""
+        await self._check_cooldown(force)
+        snap = await self.snapshot()
+        ops: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [
+            ("set", (self.keys.slot("active"), model_id), {})
+        ]
+        if snap.active and snap.active != model_id:
+            ops.append(("set", (self.keys.slot("previous"), snap.active), {}))
+        return await self._commit(
+            "PROMOTE", actor, reason, {"active": snap.active}, {"active": model_id}, ops
+        )
+
+    async def set_rollout(
+        self, rollout: Rollout, *, actor: str, reason: str, force: bool = False
+    ) -> dict[str, str]:
+        if rollout.mode != "disabled":
+            await self._check_cooldown(force)
+        before = (await self.snapshot()).rollout
+        mapping = {
+            "mode": rollout.mode,
+            "canary_fraction": repr(rollout.canary_fraction),
+            "seed": str(rollout.seed),
+            "candidate": rollout.candidate or "",
+        }
+        return await self._commit(
+            "ROLLOUT",
+            actor,
+            reason,
+            before.__repr__(),
+            rollout.__repr__(),
+            [("hset", (self.keys.rollout,), {"mapping": mapping})],
+        )
+
+    async def rollback(
+        self, *, actor: str, reason: str, cooldown_s: float = 900.0
+    ) -> dict[str, str]:
+        """Take the change in flight back out of service and start the cooldown.
+
+        With a candidate on canary or full rollout, the rollout is disabled and the active
+        (baseline) model keeps serving. With no rollout in flight, the last promotion is
+        undone: active reverts to previous. Either way new promotions wait for the cooldown.
+        """
+        snap = await self.snapshot()
+        k = self.keys
+        until = time.time_ns() + int(cooldown_s * 1e9)
+        ops: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [
+            ("hset", (k.rollout,), {"mapping": {"mode": "disabled", "canary_fraction": "0.0"}}),
+            ("set", (k.cooldown_until, str(until)), {}),
+        ]
+        after_active = snap.active
+        if snap.rollout.mode == "disabled" and snap.previous:
+            # no candidate in flight: what must go is the last promotion
+            ops.append(("set", (k.slot("active"), snap.previous), {}))
+            after_active = snap.previous
+        before = {"active": snap.active, "rollout": snap.rollout.mode}
+        after = {"active": after_active, "rollout": "disabled", "cooldown_until_ns": until}
+        return await self._commit("ROLLBACK", actor, reason, before, after, ops)
+
+    async def clear_cooldown(self, *, actor: str, reason: str) -> dict[str, str]:
+        before = (await self.snapshot()).cooldown_until_ns
+        return await self._commit(
+            "COOLDOWN", actor, reason, before, 0, [("delete", (self.keys.cooldown_until,), {})]
+        )
+
+    async def set_kill_switch(
+        self, on: bool, *, actor: str, reason: str, symbol: str | None = None
+    ) -> dict[str, str]:
+        k = self.keys
+        snap = await self.snapshot()
+        if symbol is None:
+            before = snap.kill_global
+            op = ("set", (k.kill_global, "1"), {}) if on else ("delete", (k.kill_global,), {})
+        else:
+            before = symbol in snap.kill_symbols
+            op = ("sadd" if on else "srem", (k.kill_symbols, symbol), {})
+        return await self._commit("KILL_SWITCH", actor, reason, before, on, [op], symbol=symbol)
+
+    async def set_trading_state(
+        self, state: TradingState, *, actor: str, reason: str, symbol: str | None = None
+    ) -> dict[str, str]:
+        k = self.keys
+        snap = await self.snapshot()
+        if symbol is None:
+            before = snap.global_state.value
+            op = ("set", (k.state_global, state.value), {})
+        else:
+            before = snap.symbol_states.get(symbol, TradingState.ACTIVE).value
+            op = ("hset", (k.state_symbols, symbol, state.value), {})
+        return await self._commit("HALT", actor, reason, before, state.value, [op], symbol=symbol)
