@@ -38,7 +38,7 @@ class Output:
 
 
 class PartitionProcessor(Protocol):
-    """What a service plugs into the loop; pure logic lives behind these four calls."""
+    """What a service plugs into the loop; pure logic lives behind these calls."""
 
     async def on_assigned(self, partitions: set[TopicPartition]) -> dict[TopicPartition, int]:
         """Restore state for newly owned partitions; return offsets to seek to (if any)."""
@@ -50,9 +50,29 @@ class PartitionProcessor(Protocol):
         self, tp: TopicPartition, records: Sequence[ConsumerRecord]
     ) -> list[Output]: ...
 
+    async def on_idle(self, now_ns: int) -> list[Output]:
+        """Called after every poll; emit time-driven outputs (e.g. bars of idle symbols)."""
+        ...
+
     async def checkpoint(self, positions: dict[TopicPartition, int]) -> None:
         """Persist state after outputs are acknowledged; positions = next offset to read."""
         ...
+
+
+class StatelessProcessor:
+    """Defaults for processors with no state to restore, checkpoint or flush."""
+
+    async def on_assigned(self, partitions: set[TopicPartition]) -> dict[TopicPartition, int]:
+        return {}
+
+    async def on_revoked(self, partitions: set[TopicPartition]) -> None:
+        return None
+
+    async def on_idle(self, now_ns: int) -> list[Output]:
+        return []
+
+    async def checkpoint(self, positions: dict[TopicPartition, int]) -> None:
+        return None
 
 
 @dataclass
@@ -73,12 +93,15 @@ class _Rebalance(ConsumerRebalanceListener):
         if revoked:
             await self._loop.processor.on_revoked(set(revoked))
         self._loop.stats.assigned -= set(revoked)
+        for tp in revoked:
+            self._loop._positions.pop(tp, None)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         assigned = set(assigned)
         seeks = await self._loop.processor.on_assigned(assigned) if assigned else {}
         for tp, offset in seeks.items():
             self._loop.consumer.seek(tp, offset)
+            self._loop._positions[tp] = offset
         self._loop.stats.assigned |= assigned
         self._loop.stats.ready = True
         log.info("assigned %s (seeks %s)", sorted(assigned), seeks)
@@ -104,6 +127,7 @@ class StreamLoop:
         self.max_records = max_records
         self.poll_timeout_ms = poll_timeout_ms
         self.stats = LoopStats()
+        self._positions: dict[TopicPartition, int] = {}
         self._stopping = asyncio.Event()
 
     def subscribe(self) -> None:
@@ -118,26 +142,29 @@ class StreamLoop:
             batches = await self.consumer.getmany(
                 timeout_ms=self.poll_timeout_ms, max_records=self.max_records
             )
-            if batches:
-                await self.handle_batches(batches)
+            await self.handle_batches(batches)
 
     async def handle_batches(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         pending: list[asyncio.Future] = []
-        positions: dict[TopicPartition, int] = {}
         n_out = 0
         for tp, records in batches.items():
             if not records:
                 continue
-            outputs = await self.processor.process(tp, records)
-            for out in outputs:
+            for out in await self.processor.process(tp, records):
                 pending.append(await self.producer.send(out.topic, out.value, key=out.key))
-            n_out += len(outputs)
-            positions[tp] = records[-1].offset + 1
+                n_out += 1
+            self._positions[tp] = records[-1].offset + 1
             self.stats.records += len(records)
+        for out in await self.processor.on_idle(time.time_ns()):
+            pending.append(await self.producer.send(out.topic, out.value, key=out.key))
+            n_out += 1
         if pending:
             await asyncio.gather(*pending)
-        if positions:
-            await self.processor.checkpoint(positions)
+        if not batches and not n_out:
+            return
+        positions = {tp: o for tp, o in self._positions.items() if tp in self.stats.assigned}
+        await self.processor.checkpoint(positions)
+        if batches:
             offsets = {tp: OffsetAndMetadata(o, "") for tp, o in positions.items()}
             try:
                 await self.consumer.commit(offsets)
