@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 from aiokafka import ConsumerRecord, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from collector.dedup import SequenceTracker, SeqVerdict
 from collector.validation import (
     Accepted,
     Rejected,
@@ -24,6 +23,7 @@ from collector.validation import (
 )
 from geodesic.runtime.checkpoint import CheckpointStore
 from geodesic.runtime.pipeline import Output
+from geodesic.sequencing import SequenceTracker, SeqVerdict
 
 
 class CollectorMetrics:

@@ -5,9 +5,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from collector.dedup import SequenceTracker, SeqVerdict
 from collector.validation import Accepted, Rejected, RejectReason, ValidationPolicy, classify
 from geodesic.contracts import Tick
+from geodesic.sequencing import SequenceTracker, SeqVerdict
 
 NOW = 1_700_000_000_000_000_000
 

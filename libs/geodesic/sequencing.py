@@ -30,8 +30,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from geodesic.contracts import Tick
-
-from .validation import RejectReason
+from geodesic.contracts.reasons import RejectReason
 
 SNAPSHOT_FORMAT = "geodesic.collector.seq_tracker/1"
 

@@ -1,0 +1,189 @@
+"""Hosting one service process: settings, Redis, Kafka clients, HTTP, the stream loop.
+
+A service module supplies a processor (its logic) and a settings class; this module does
+the wiring the same way for all five, so each service's app.py stays a page of its own
+logic. Starting is explicit (`await runner.start()`): importing a service has no effects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from geodesic.runtime.http import ServiceHttp
+from geodesic.runtime.kafka import KafkaSettings, make_consumer, make_producer
+from geodesic.runtime.pipeline import PartitionProcessor, StreamLoop
+
+log = logging.getLogger(__name__)
+
+
+class ServiceSettings(BaseSettings):
+    """Settings every service shares; each service subclasses with its own env_prefix.
+
+    Shared connection settings are read from the same variables for every service
+    (GEODESIC_REDIS_URL, GEODESIC_KAFKA_*), whatever the service's own prefix.
+    """
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", env_nested_delimiter="__")
+
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=0, ge=0, le=65535)
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        validation_alias=AliasChoices("GEODESIC_REDIS_URL", "redis_url"),
+    )
+    redis_prefix: str = Field(
+        default="geodesic", validation_alias=AliasChoices("GEODESIC_REDIS_PREFIX", "redis_prefix")
+    )
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    group_id: str = ""
+    max_records: int = Field(default=500, ge=1)
+    poll_timeout_ms: int = Field(default=100, ge=1)
+    log_level: str = Field(
+        default="INFO", validation_alias=AliasChoices("GEODESIC_LOG_LEVEL", "log_level")
+    )
+
+
+class ServiceRunner:
+    """Starts and stops one service's moving parts in the right order."""
+
+    def __init__(
+        self,
+        name: str,
+        settings: ServiceSettings,
+        *,
+        topics: Sequence[str],
+        processor_factory: Callable[[aioredis.Redis], PartitionProcessor],
+        registry: Any,
+        info: Callable[[], dict[str, Any]] | None = None,
+        readiness: Callable[[], tuple[bool, str]] | None = None,
+        on_start: Callable[[aioredis.Redis], Any] | None = None,
+        on_stop: Callable[[], Any] | None = None,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.topics = list(topics)
+        self._processor_factory = processor_factory
+        self.registry = registry
+        self._info = info or dict
+        self._readiness = readiness
+        self._on_start = on_start
+        self._on_stop = on_stop
+        self.redis: aioredis.Redis | None = None
+        self.loop: StreamLoop | None = None
+        self.http: ServiceHttp | None = None
+        self._task: asyncio.Task | None = None
+        self.processor: PartitionProcessor | None = None
+
+    def ready(self) -> tuple[bool, str]:
+        if self.loop is None or not self.loop.stats.ready:
+            return False, "waiting for partition assignment"
+        if self._task is not None and self._task.done():
+            return False, "stream loop stopped"
+        if self._readiness is not None:
+            return self._readiness()
+        return True, "ok"
+
+    def info(self) -> dict[str, Any]:
+        base: dict[str, Any] = {"topics": self.topics, "group_id": self.group_id}
+        if self.loop is not None:
+            st = self.loop.stats
+            base["loop"] = {
+                "batches": st.batches,
+                "records": st.records,
+                "outputs": st.outputs,
+                "assigned": sorted(f"{tp.topic}:{tp.partition}" for tp in st.assigned),
+            }
+        base.update(self._info())
+        return base
+
+    @property
+    def group_id(self) -> str:
+        return self.settings.group_id or f"geodesic-{self.name}"
+
+    async def start(self) -> int:
+        s = self.settings
+        self.redis = aioredis.from_url(s.redis_url)
+        if self._on_start is not None:
+            await self._on_start(self.redis)
+        self.processor = self._processor_factory(self.redis)
+        consumer = make_consumer(s.kafka, group_id=self.group_id, client_id=self.name)
+        producer = make_producer(s.kafka, client_id=self.name)
+        await producer.start()
+        await consumer.start()
+        self.loop = StreamLoop(
+            consumer,
+            producer,
+            self.processor,
+            self.topics,
+            max_records=s.max_records,
+            poll_timeout_ms=s.poll_timeout_ms,
+        )
+        self.http = ServiceHttp(
+            self.name, self.registry, self.info, self.ready, host=s.http_host, port=s.http_port
+        )
+        port = await self.http.start()
+        self._task = asyncio.create_task(self.loop.run(), name=f"{self.name}-loop")
+        log.info("%s started: http=%s:%s topics=%s", self.name, s.http_host, port, self.topics)
+        return port
+
+    async def wait_ready(self, timeout_s: float = 30.0) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while not self.ready()[0]:
+            if self._task is not None and self._task.done():
+                self._task.result()
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"{self.name} not ready: {self.ready()[1]}")
+            await asyncio.sleep(0.02)
+
+    async def stop(self) -> None:
+        if self.loop is not None:
+            self.loop.stop()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        if self._on_stop is not None:
+            await self._on_stop()
+        if self.loop is not None:
+            with contextlib.suppress(Exception):
+                await self.loop.consumer.stop()
+            with contextlib.suppress(Exception):
+                await self.loop.producer.stop()
+        if self.http is not None:
+            await self.http.stop()
+        if self.redis is not None:
+            await self.redis.aclose()
+
+    async def run_forever(self) -> None:
+        """Run until SIGTERM/SIGINT, then stop cleanly (outputs acked, offsets committed)."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        print(f"{self.name} http_port={self.http.port if self.http else 0}", flush=True)
+        waiter = asyncio.create_task(stop.wait())
+        assert self._task is not None
+        done, _ = await asyncio.wait({waiter, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        try:
+            if self._task in done:
+                self._task.result()  # surface a crash of the loop
+        finally:
+            await self.stop()
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
