@@ -1,0 +1,194 @@
+"""A fitted analog model: whitener, ANN index + vector store, labels and bar times.
+
+On disk (one directory, JSON and .npy/.npz only, no pickle):
+
+    model.json      spec: id, feature names, schema hash, kernel and scorer parameters
+    whitener.npz    Tyler location and Cholesky factor
+    labels.npy      float32 label per training vector (1 = up, 0 = down; [0, 1] allowed)
+    times.npy       int64 bar index per training vector (tau for the periodic kernel)
+    ann/            index.bin, vectors.npy (memory-mapped store), ann_meta.json
+
+Signing and registry checks live above this layer (geodesic.registry); this module checks
+shapes and versions so a mismatched artifact fails with the file's name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from lorentzcore.ann import AnnIndex
+from lorentzcore.kernels import KernelConfig
+from lorentzcore.whitening import Whitener
+
+MODEL_FORMAT_VERSION = 1
+SPEC_FILE = "model.json"
+WHITENER_FILE = "whitener.npz"
+LABELS_FILE = "labels.npy"
+TIMES_FILE = "times.npy"
+ANN_DIR = "ann"
+
+
+class ModelArtifactError(ValueError):
+    """A model directory that cannot be used; the message names the file and the problem."""
+
+
+class ScorerParams(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    k: Annotated[int, Field(ge=1)] = 32
+    k_cand: Annotated[int, Field(ge=1)] = 128
+    #: Scale applied to whitened vectors before the lift: sets where on the hyperboloid the
+    #: data sits (larger = more hyperbolic). None = fitted: 1 / median |z| of the training
+    #: set, which puts typical states at radius 1, where curvature already compresses
+    #: extreme states radially but the L2 candidate stage still contains the Lorentz
+    #: neighbours (measured by bench/core_scoring.py; see docs/decisions.md).
+    lift_scale: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    long_threshold: Annotated[float, Field(ge=0.5, le=1.0)] = 0.55
+    short_threshold: Annotated[float, Field(ge=0.0, le=0.5)] = 0.45
+    budget_ms: Annotated[float, Field(gt=0)] = 1.0
+
+    @model_validator(mode="after")
+    def _k_within_candidates(self) -> ScorerParams:
+        if self.k > self.k_cand:
+            raise ValueError(f"k ({self.k}) must not exceed k_cand ({self.k_cand})")
+        return self
+
+
+class ModelSpec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    format_version: int = MODEL_FORMAT_VERSION
+    model_id: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$")]
+    feature_names: tuple[str, ...]
+    schema_hash: str
+    n_train: int
+    dim: int
+    kernel: KernelConfig = KernelConfig()
+    params: ScorerParams = ScorerParams()
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+@dataclass
+class AnalogModel:
+    spec: ModelSpec
+    whitener: Whitener
+    index: AnnIndex
+    labels: NDArray[np.float32]
+    times: NDArray[np.int64]
+    directory: Path
+
+    @classmethod
+    def fit(
+        cls,
+        X: ArrayLike,
+        labels: ArrayLike,
+        times: ArrayLike,
+        *,
+        directory: str | os.PathLike[str],
+        model_id: str,
+        feature_names: tuple[str, ...],
+        schema_hash: str,
+        kernel: KernelConfig | None = None,
+        params: ScorerParams | None = None,
+        shrinkage: float | None = None,
+        M: int = 16,
+        ef_construction: int = 200,
+        ef_search: int = 64,
+        seed: int = 100,
+        extra: dict[str, Any] | None = None,
+    ) -> AnalogModel:
+        """Fit the whitener on X only (no test data leaks in), build the index, save all."""
+        X64 = np.asarray(X, dtype=np.float64)
+        y = np.asarray(labels, dtype=np.float32)
+        t = np.asarray(times, dtype=np.int64)
+        if X64.ndim != 2 or len(y) != len(X64) or len(t) != len(X64):
+            raise ValueError(f"X {X64.shape}, labels {y.shape}, times {t.shape} do not align")
+        if len(feature_names) != X64.shape[1]:
+            raise ValueError(f"{len(feature_names)} feature names for {X64.shape[1]} columns")
+        if not np.all((y >= 0) & (y <= 1)):
+            raise ValueError("labels must lie in [0, 1]")
+        params = params or ScorerParams()
+        whitener = Whitener.fit(X64, shrinkage=shrinkage)
+        Z = whitener.transform(X64).astype(np.float32)
+        if params.lift_scale is None:
+            median_norm = float(np.median(np.linalg.norm(Z.astype(np.float64), axis=1)))
+            scale = 1.0 / median_norm if median_norm > 0 else 1.0
+            params = params.model_copy(update={"lift_scale": scale})
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        index = AnnIndex.build(
+            Z,
+            directory=out / ANN_DIR,
+            M=M,
+            ef_construction=ef_construction,
+            ef_search=ef_search,
+            k_cand=params.k_cand,
+            seed=seed,
+        )
+        spec = ModelSpec(
+            model_id=model_id,
+            feature_names=tuple(feature_names),
+            schema_hash=schema_hash,
+            n_train=len(X64),
+            dim=X64.shape[1],
+            kernel=kernel or KernelConfig(),
+            params=params,
+            extra=extra or {},
+        )
+        model = cls(spec, whitener, index, y, t, out)
+        model.save()
+        return model
+
+    def save(self) -> Path:
+        """Write everything but the index's own files into the model directory."""
+        d = self.directory
+        d.mkdir(parents=True, exist_ok=True)
+        self.whitener.save(d / WHITENER_FILE)
+        np.save(d / LABELS_FILE, self.labels, allow_pickle=False)
+        np.save(d / TIMES_FILE, self.times, allow_pickle=False)
+        self.index.save(d / ANN_DIR)
+        (d / SPEC_FILE).write_text(self.spec.model_dump_json(indent=2) + "\n")
+        return d
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str]) -> AnalogModel:
+        d = Path(directory)
+        spec_path = d / SPEC_FILE
+        try:
+            spec = ModelSpec.model_validate(json.loads(spec_path.read_text()))
+        except (OSError, ValueError) as exc:
+            raise ModelArtifactError(f"{spec_path}: {exc}") from exc
+        if spec.format_version != MODEL_FORMAT_VERSION:
+            raise ModelArtifactError(
+                f"{spec_path}: format_version {spec.format_version} != {MODEL_FORMAT_VERSION}"
+            )
+        whitener = Whitener.load(d / WHITENER_FILE)
+        labels = _load_array(d / LABELS_FILE, np.float32, spec.n_train)
+        times = _load_array(d / TIMES_FILE, np.int64, spec.n_train)
+        index = AnnIndex.load(d / ANN_DIR)
+        if whitener.dim != spec.dim or index.dim != spec.dim or index.count != spec.n_train:
+            raise ModelArtifactError(
+                f"{d}: dims disagree (spec {spec.dim}x{spec.n_train}, whitener {whitener.dim}, "
+                f"index {index.dim}x{index.count})"
+            )
+        return cls(spec, whitener, index, labels, times, d)
+
+
+def _load_array(path: Path, dtype: type, n: int) -> NDArray:
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ModelArtifactError(f"{path}: unreadable ({exc})") from exc
+    if arr.dtype != dtype or arr.shape != (n,):
+        raise ModelArtifactError(
+            f"{path}: expected {np.dtype(dtype)} ({n},), got {arr.dtype} {arr.shape}"
+        )
+    return arr

@@ -1,0 +1,251 @@
+"""The scoring pipeline: whiten -> search -> Lorentz re-rank -> kernels -> prob_up.
+
+For one event (`score`) and for a batch (`score_batch`), with identical results: the
+batch path whitens row by row through the same code and hnswlib answers each query of a
+batch exactly as it would alone, so the only difference is how often Python is entered.
+
+float32 fast path: whitening and the HNSW search run in float32. Any non-finite value
+recomputes that stage in float64 and increments `fallback_count[stage]`; the re-rank is
+always float64 (the cancellation-free Lorentz distance), because float32 loses the
+distance entirely at the radii whitened data reaches.
+
+Degrade ladder (DESIGN.md 3.8), applied per event from the DegradeController:
+  1: K_cand halved (not below K);  2: also no periodic kernel;
+  3: also no re-rank: HNSW's top K, weighted by their Lorentz distances.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numba
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from lorentzcore.degrade import DegradeController
+from lorentzcore.hyperbolic import lorentz_distances_to_query
+from lorentzcore.kernels import SinCache
+from lorentzcore.model import AnalogModel
+
+STAGES = ("whiten", "search", "rerank", "kernel")
+
+
+@numba.njit(cache=True, nogil=True)
+def _njit_weighted_vote(
+    d: NDArray[np.float64],
+    sin_values: NDArray[np.float64],
+    tau: NDArray[np.int64],
+    labels: NDArray[np.float64],
+    rbf_l: float,
+    periodic_l: float,
+    local_l: float,
+    use_periodic: bool,
+    locally_periodic: bool,
+    floor: float,
+) -> tuple[float, float, bool, bool]:
+    """Fused kernels.kernel_weights + kernels.weighted_prob for the hot path.
+
+    Same formulas (tests hold it equal to the reference functions); one pass, no temporaries.
+    Returns (prob_up, eff_k, abstain, all_finite).
+    """
+    total = 0.0
+    total_sq = 0.0
+    vote = 0.0
+    wmax = 0.0
+    finite = True
+    n = d.shape[0]
+    w = np.empty(n)
+    for i in range(n):
+        wi = np.exp(-(d[i] * d[i]) / (2.0 * rbf_l * rbf_l))
+        if use_periodic:
+            s = sin_values[i]
+            wi *= np.exp(-2.0 * (s * s) / (periodic_l * periodic_l))
+            if locally_periodic:
+                t = float(tau[i])
+                wi *= np.exp(-(t * t) / (2.0 * local_l * local_l))
+        if not np.isfinite(wi):
+            finite = False
+            wi = 0.0
+        w[i] = wi
+        total += wi
+        vote += wi * labels[i]
+        if wi > wmax:
+            wmax = wi
+    if total == 0.0:
+        return 0.5, 0.0, True, finite
+    for i in range(n):
+        r = w[i] / wmax
+        total_sq += r * r
+    eff_k = (total / wmax) ** 2 / total_sq
+    if total < floor:
+        return 0.5, eff_k, True, finite
+    prob = vote / total
+    return min(max(prob, 0.0), 1.0), eff_k, False, finite
+
+
+class NonFiniteInputError(ValueError):
+    """The feature vector itself is not finite: nothing to score, in any precision."""
+
+
+@dataclass(frozen=True, slots=True)
+class Score:
+    prob_up: float
+    eff_k: float
+    abstain: bool
+    degrade_level: int
+    neighbor_ids: NDArray[np.int64]
+    distances: NDArray[np.float64]
+    timings_us: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchScore:
+    prob_up: NDArray[np.float64]
+    eff_k: NDArray[np.float64]
+    abstain: NDArray[np.bool_]
+    degrade_level: int
+    neighbor_ids: NDArray[np.int64]
+    timings_us: dict[str, float]
+
+
+class Scorer:
+    def __init__(self, model: AnalogModel, degrade: DegradeController | None = None) -> None:
+        self.model = model
+        self.spec = model.spec
+        self.params = model.spec.params
+        self.kernel = model.spec.kernel
+        self.degrade = degrade
+        self.cache = SinCache(self.kernel.period)
+        self.fallback_count: dict[str, int] = dict.fromkeys(STAGES, 0)
+        self._labels = model.labels.astype(np.float64)
+        self._times = model.times
+        self._scale = float(self.params.lift_scale or 1.0)
+        self._no_sin = np.zeros(0)
+
+    @property
+    def model_id(self) -> str:
+        return self.spec.model_id
+
+    def _level(self, level: int | None) -> int:
+        if level is not None:
+            if not 0 <= level <= 3:
+                raise ValueError(f"degrade level must be 0..3, got {level}")
+            return level
+        return self.degrade.level if self.degrade is not None else 0
+
+    def _k_cand(self, level: int) -> int:
+        k, kc = self.params.k, self.params.k_cand
+        if level >= 3:
+            return k
+        if level >= 1:
+            return max(k, kc // 2)
+        return kc
+
+    def _whiten(self, x: NDArray) -> NDArray[np.float32]:
+        with np.errstate(over="ignore", invalid="ignore"):
+            z = self.model.whitener.transform(x.astype(np.float32, copy=False))
+        if np.isfinite(z).all():
+            return z
+        self.fallback_count["whiten"] += 1
+        z64 = self.model.whitener.transform(x.astype(np.float64))
+        if not np.isfinite(z64).all():
+            raise NonFiniteInputError("feature vector is not finite")
+        # float32 overflowed where float64 did not: search on the clipped float32 vector
+        return np.clip(z64, -3e38, 3e38).astype(np.float32)
+
+    def score(self, x: ArrayLike, t_q: int, *, level: int | None = None) -> Score:
+        """Score one feature vector x (d,) observed at bar index t_q."""
+        t0 = time.perf_counter_ns()
+        lvl = self._level(level)
+        x_arr = np.asarray(x)
+        if x_arr.shape != (self.spec.dim,):
+            raise ValueError(f"expected a feature vector of shape ({self.spec.dim},)")
+        z = self._whiten(x_arr)
+        t1 = time.perf_counter_ns()
+        ids, _base, Zn = self.model.index.search_with_vectors(z[None, :], self._k_cand(lvl))
+        t2 = time.perf_counter_ns()
+        score = self._finish(z, ids[0], Zn[0], int(t_q), lvl, t0, t1, t2)
+        if self.degrade is not None:
+            self.degrade.observe((time.perf_counter_ns() - t0) / 1e6)
+        return score
+
+    def score_batch(self, X: ArrayLike, T: ArrayLike, *, level: int | None = None) -> BatchScore:
+        """Score rows of X (n, d) at bar indices T (n,); same values as `score` per row."""
+        t0 = time.perf_counter_ns()
+        lvl = self._level(level)
+        X_arr = np.asarray(X)
+        T_arr = np.asarray(T, dtype=np.int64)
+        if X_arr.ndim != 2 or X_arr.shape[1] != self.spec.dim or T_arr.shape != (len(X_arr),):
+            raise ValueError(f"expected X (n, {self.spec.dim}) and T (n,)")
+        Z = np.stack([self._whiten(row) for row in X_arr]) if len(X_arr) else X_arr
+        t1 = time.perf_counter_ns()
+        ids, _base, Zn = self.model.index.search_with_vectors(Z, self._k_cand(lvl))
+        t2 = time.perf_counter_ns()
+        n = len(X_arr)
+        prob = np.empty(n)
+        eff = np.empty(n)
+        abstain = np.empty(n, dtype=bool)
+        chosen = np.empty((n, self.params.k), dtype=np.int64)
+        for i in range(n):
+            s = self._finish(Z[i], ids[i], Zn[i], int(T_arr[i]), lvl, t0, t1, t2)
+            prob[i], eff[i], abstain[i] = s.prob_up, s.eff_k, s.abstain
+            chosen[i, : len(s.neighbor_ids)] = s.neighbor_ids
+        t3 = time.perf_counter_ns()
+        timings = {"whiten": (t1 - t0) / 1e3, "search": (t2 - t1) / 1e3, "rest": (t3 - t2) / 1e3}
+        return BatchScore(prob, eff, abstain, lvl, chosen, timings)
+
+    def _finish(
+        self,
+        z: NDArray[np.float32],
+        cand_ids: NDArray[np.int64],
+        Zn: NDArray[np.float32],
+        t_q: int,
+        lvl: int,
+        t0: int,
+        t1: int,
+        t2: int,
+    ) -> Score:
+        k = self.params.k
+        zq = z.astype(np.float64)
+        if self._scale != 1.0:
+            zq = zq * self._scale
+            Zn = Zn * np.float32(self._scale)
+        if lvl >= 3:
+            sel = np.arange(min(k, len(cand_ids)))
+            d = lorentz_distances_to_query(zq, Zn[sel])
+        else:
+            d_all = lorentz_distances_to_query(zq, Zn)
+            sel = np.argsort(d_all, kind="stable")[:k]
+            d = d_all[sel]
+        if not np.isfinite(d).all():
+            self.fallback_count["rerank"] += 1
+            d = np.nan_to_num(d, nan=np.inf, posinf=np.inf)
+        ids = cand_ids[sel]
+        t3 = time.perf_counter_ns()
+        tau = np.abs(t_q - self._times[ids])
+        use_periodic = lvl < 2
+        sin_values = self.cache.lookup(tau) if use_periodic else self._no_sin
+        kc = self.kernel
+        prob, eff_k, abstain, finite = _njit_weighted_vote(
+            d,
+            sin_values,
+            tau,
+            self._labels[ids],
+            kc.rbf_length_scale,
+            kc.periodic_length_scale,
+            kc.local_length_scale,
+            use_periodic,
+            kc.locally_periodic,
+            kc.weight_floor,
+        )
+        if not finite:
+            self.fallback_count["kernel"] += 1
+        t4 = time.perf_counter_ns()
+        timings = {
+            "whiten": (t1 - t0) / 1e3,
+            "search": (t2 - t1) / 1e3,
+            "rerank": (t3 - t2) / 1e3,
+            "kernel": (t4 - t3) / 1e3,
+        }
+        return Score(prob, eff_k, abstain, lvl, ids, d, timings)
