@@ -1,0 +1,365 @@
+"""Real daily market history that ships inside PyPI packages, loaded offline.
+
+Provenance and licence
+----------------------
+``sp500`` (S&P 500 index, symbol ``SPX``) and ``nasdaq`` (NASDAQ Composite, symbol ``IXIC``)
+are daily OHLCV bars from 1999-01-04 to 2018-12-31 (5031 sessions each), as redistributed
+in the ``arch`` package by Kevin Sheppard (``arch/data/sp500/sp500.csv.gz``,
+``arch/data/nasdaq/nasdaq.csv.gz``; originally Yahoo! Finance index history). ``arch`` is
+licensed under the University of Illinois/NCSA Open Source Licence; keep its copyright notice
+when redistributing the data. ``Adj Close`` equals ``Close`` for these indices and is ignored.
+
+The files are located with ``importlib.util.find_spec`` and parsed with ``csv`` + ``gzip`` +
+numpy. ``importlib.resources.files("arch.data")`` would be the textbook call, but it executes
+``arch/__init__.py``, which imports pandas, statsmodels and numba (about 1.6 s); locating the
+package directory from its import spec reads the same installed file without importing it.
+
+Cleaning (see ``clean_ohlcv``): rows whose fields do not parse, are non-finite or
+non-positive (prices), or negative (volume) are dropped; duplicate dates keep the first row;
+rows are sorted by date. A row whose high/low do not bound open/close is *repaired* (high and
+low widened to bound open and close) when the violation is within ``repair_tolerance`` of the
+close -- vendor rounding -- and *dropped* otherwise, since then a field is simply wrong. Every
+decision is counted in a ``CleaningReport`` attached to the series. Zero-volume rows are kept
+(the Bar contract allows ``volume == 0``) and counted. For the shipped files the report is
+all zeros except two zero-volume NASDAQ sessions (2015-05-12, 2018-01-09).
+
+Adding data sets: register a ``DatasetSpec`` (``register_dataset``). Candidates that load the
+same way: pmdarima's bundled MSFT daily OHLCV (MIT), and -- optional, never a default
+dependency, because ``backtesting`` is AGPL-3.0 -- ``backtesting.test``'s hourly EURUSD.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import importlib.util
+import io
+import math
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "DATASETS",
+    "BarSeries",
+    "CleaningReport",
+    "DatasetSpec",
+    "DatasetUnavailableError",
+    "available_datasets",
+    "clean_ohlcv",
+    "load_dataset",
+    "register_dataset",
+    "split_by_date",
+    "split_fraction",
+]
+
+DEFAULT_REPAIR_TOLERANCE = 0.005  # 50 bp of the close: larger OHLC violations are dropped
+
+_PRICE_FIELDS = ("open", "high", "low", "close")
+_FIELDS = (*_PRICE_FIELDS, "volume")
+
+
+class DatasetUnavailableError(LookupError):
+    """The package that ships a data set is not installed (or no longer ships the file)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CleaningReport:
+    """What cleaning did to a raw file; ``rows_kept + dropped == rows_read``."""
+
+    rows_read: int = 0
+    rows_kept: int = 0
+    dropped_unparseable: int = 0
+    dropped_non_finite: int = 0
+    dropped_non_positive: int = 0
+    dropped_duplicate_date: int = 0
+    dropped_ohlc: int = 0
+    repaired_ohlc: int = 0
+    zero_volume: int = 0
+    was_sorted: bool = True
+
+    @property
+    def dropped(self) -> int:
+        return (
+            self.dropped_unparseable
+            + self.dropped_non_finite
+            + self.dropped_non_positive
+            + self.dropped_duplicate_date
+            + self.dropped_ohlc
+        )
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class BarSeries:
+    """One symbol's bars, oldest first, as read-only numpy arrays.
+
+    Construction validates the invariants every consumer relies on (equal lengths, strictly
+    increasing dates, finite positive prices, non-negative volume, high/low bounding
+    open/close), so a BarSeries in hand is always safe to replay or featurise.
+    """
+
+    symbol: str
+    dates: np.ndarray  # datetime64[D]
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+    report: CleaningReport | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        if not self.symbol:
+            raise ValueError("symbol must be non-empty")
+        dates = np.array(self.dates, dtype="datetime64[D]")
+        if dates.ndim != 1:
+            raise ValueError(f"dates must be 1-D, got shape {dates.shape}")
+        n = dates.shape[0]
+        if n > 1 and not (np.diff(dates) > np.timedelta64(0, "D")).all():
+            raise ValueError("dates must be strictly increasing")
+        dates.setflags(write=False)
+        object.__setattr__(self, "dates", dates)
+        for name in _FIELDS:
+            arr = np.array(getattr(self, name), dtype=np.float64)
+            if arr.shape != (n,):
+                raise ValueError(f"{name} must have shape ({n},), got {arr.shape}")
+            if not np.isfinite(arr).all():
+                raise ValueError(f"{name} contains non-finite values")
+            arr.setflags(write=False)
+            object.__setattr__(self, name, arr)
+        for name in _PRICE_FIELDS:
+            if (getattr(self, name) <= 0).any():
+                raise ValueError(f"{name} must be > 0")
+        if (self.volume < 0).any():
+            raise ValueError("volume must be >= 0")
+        lo = np.minimum(self.open, self.close)
+        hi = np.maximum(self.open, self.close)
+        if (self.low > lo).any() or (self.high < hi).any():
+            raise ValueError("OHLC inconsistent: high/low do not bound open/close")
+
+    def __len__(self) -> int:
+        return int(self.dates.shape[0])
+
+    def take(self, index: slice | np.ndarray) -> BarSeries:
+        """A sub-series (slice or sorted index/mask); keeps the symbol and cleaning report."""
+        return BarSeries(
+            symbol=self.symbol,
+            dates=self.dates[index],
+            open=self.open[index],
+            high=self.high[index],
+            low=self.low[index],
+            close=self.close[index],
+            volume=self.volume[index],
+            report=self.report,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetSpec:
+    """Where a data set lives inside an installed package, and how to read it."""
+
+    name: str
+    symbol: str
+    package: str
+    resource: str  # path inside the package directory
+    licence: str
+    provenance: str
+    date_format: str = "%m/%d/%Y"
+    columns: tuple[str, str, str, str, str, str] = (
+        "Date",
+        "Open",
+        "High",
+        "Low",
+        "Close",
+        "Volume",
+    )
+
+    def path(self) -> Path:
+        """The file's path, found from the package's import spec without importing it."""
+        spec = importlib.util.find_spec(self.package)
+        locations = list(spec.submodule_search_locations or []) if spec else []
+        for base in locations:
+            candidate = Path(base) / self.resource
+            if candidate.is_file():
+                return candidate
+        raise DatasetUnavailableError(
+            f"data set {self.name!r} needs {self.resource} from package {self.package!r}; "
+            f"install it with: pip install {self.package}"
+        )
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "sp500": DatasetSpec(
+        name="sp500",
+        symbol="SPX",
+        package="arch",
+        resource="data/sp500/sp500.csv.gz",
+        licence="NCSA (arch, Copyright (c) 2017 Kevin Sheppard)",
+        provenance="S&P 500 index daily OHLCV 1999-2018 shipped in arch (from Yahoo! Finance)",
+    ),
+    "nasdaq": DatasetSpec(
+        name="nasdaq",
+        symbol="IXIC",
+        package="arch",
+        resource="data/nasdaq/nasdaq.csv.gz",
+        licence="NCSA (arch, Copyright (c) 2017 Kevin Sheppard)",
+        provenance="NASDAQ Composite daily OHLCV 1999-2018 shipped in arch (from Yahoo! Finance)",
+    ),
+}
+
+
+def register_dataset(spec: DatasetSpec, *, replace: bool = False) -> None:
+    """Add a data set to the registry; refuses to shadow an existing name unless asked."""
+    if spec.name in DATASETS and not replace:
+        raise ValueError(f"data set {spec.name!r} is already registered")
+    DATASETS[spec.name] = spec
+    load_dataset.cache_clear()
+
+
+def available_datasets() -> list[str]:
+    """Registered names whose package is installed and ships the file."""
+    names = []
+    for name, spec in sorted(DATASETS.items()):
+        try:
+            spec.path()
+        except DatasetUnavailableError:
+            continue
+        names.append(name)
+    return names
+
+
+@cache
+def load_dataset(name: str) -> BarSeries:
+    """Load, clean and cache a registered data set (the result is immutable, so sharing is safe)."""
+    try:
+        spec = DATASETS[name]
+    except KeyError:
+        raise KeyError(f"unknown data set {name!r}; registered: {sorted(DATASETS)}") from None
+    with gzip.open(spec.path(), "rt", newline="") as fh:
+        return _read_csv(fh, spec)
+
+
+def _read_csv(fh: io.TextIOBase, spec: DatasetSpec) -> BarSeries:
+    reader = csv.reader(fh)
+    header = [h.strip() for h in next(reader)]
+    try:
+        cols = [header.index(c) for c in spec.columns]
+    except ValueError as exc:
+        raise ValueError(f"{spec.name}: header {header} lacks a column of {spec.columns}") from exc
+    dates: list[date | None] = []
+    values: list[tuple[float, ...]] = []
+    for row in reader:
+        if not row:
+            continue
+        try:
+            day = datetime.strptime(row[cols[0]].strip(), spec.date_format).date()
+            nums = tuple(_to_float(row[c]) for c in cols[1:])
+        except (ValueError, IndexError):
+            day, nums = None, (math.nan,) * 5
+        dates.append(day)
+        values.append(nums)
+    parsed = np.array([d is not None for d in dates], dtype=bool)
+    day_array = np.array(
+        [np.datetime64(d, "D") if d is not None else np.datetime64("NaT") for d in dates],
+        dtype="datetime64[D]",
+    )
+    ohlcv = np.array(values, dtype=np.float64).reshape(-1, 5)
+    return clean_ohlcv(spec.symbol, day_array, *ohlcv.T, parsed=parsed)
+
+
+def _to_float(text: str) -> float:
+    text = text.strip()
+    return math.nan if text.lower() in ("", "null", "nan", "na") else float(text)
+
+
+def clean_ohlcv(
+    symbol: str,
+    dates: np.ndarray,
+    open_: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    volume: np.ndarray,
+    *,
+    parsed: np.ndarray | None = None,
+    repair_tolerance: float = DEFAULT_REPAIR_TOLERANCE,
+) -> BarSeries:
+    """Validate raw columns into a BarSeries, counting every drop and repair (module docstring).
+
+    ``parsed`` marks rows the reader could parse (False rows count as unparseable); checks
+    run in the order unparseable -> non-finite -> non-positive -> OHLC, the first failure
+    decides a row's reason, then duplicates are removed from the surviving rows.
+    """
+    if repair_tolerance < 0:
+        raise ValueError(f"repair_tolerance must be >= 0, got {repair_tolerance}")
+    d = np.asarray(dates, dtype="datetime64[D]")
+    o, h, lo, c, v = (np.array(a, dtype=np.float64) for a in (open_, high, low, close, volume))
+    n = d.shape[0]
+    if any(a.shape != (n,) for a in (o, h, lo, c, v)):
+        raise ValueError("all columns must be 1-D with the same length as dates")
+    keep_parse = ~np.isnat(d)
+    if parsed is not None:
+        keep_parse &= np.asarray(parsed, dtype=bool)
+    prices = np.stack([o, h, lo, c])
+    finite = np.isfinite(prices).all(axis=0) & np.isfinite(v)
+    positive = (prices > 0).all(axis=0) & (v >= 0)
+    # NaN rows compare False here and are excluded by keep_finite below; silence the warning.
+    with np.errstate(invalid="ignore"):
+        lo_oc, hi_oc = np.minimum(o, c), np.maximum(o, c)
+        violation = np.maximum(hi_oc - h, 0.0) + np.maximum(lo - lo_oc, 0.0)
+        bad_ohlc = violation > 0
+        repairable = violation <= repair_tolerance * c
+
+    keep_finite = keep_parse & finite
+    keep_positive = keep_finite & positive
+    repair = keep_positive & bad_ohlc & repairable
+    keep = keep_positive & ~(bad_ohlc & ~repairable)
+    h = np.where(repair, np.fmax(h, hi_oc), h)
+    lo = np.where(repair, np.fmin(lo, lo_oc), lo)
+
+    idx = np.flatnonzero(keep)
+    order = np.argsort(d[idx], kind="stable")
+    was_sorted = bool((np.diff(order) > 0).all())
+    idx = idx[order]
+    first = np.ones(idx.shape[0], bool)
+    first[1:] = d[idx][1:] != d[idx][:-1]
+    idx = idx[first]
+
+    report = CleaningReport(
+        rows_read=n,
+        rows_kept=int(idx.shape[0]),
+        dropped_unparseable=int((~keep_parse).sum()),
+        dropped_non_finite=int((keep_parse & ~finite).sum()),
+        dropped_non_positive=int((keep_finite & ~positive).sum()),
+        dropped_duplicate_date=int((~first).sum()),
+        dropped_ohlc=int((keep_positive & bad_ohlc & ~repairable).sum()),
+        repaired_ohlc=int(repair[idx].sum()),
+        zero_volume=int((v[idx] == 0).sum()),
+        was_sorted=was_sorted,
+    )
+    return BarSeries(symbol, d[idx], o[idx], h[idx], lo[idx], c[idx], v[idx], report=report)
+
+
+def split_by_date(
+    series: BarSeries, cutoff: str | date | np.datetime64
+) -> tuple[BarSeries, BarSeries]:
+    """(train, replay): bars dated before ``cutoff`` and bars on or after it; none may be empty."""
+    day = np.datetime64(cutoff, "D")
+    k = int(np.searchsorted(series.dates, day, side="left"))
+    if k == 0 or k == len(series):
+        raise ValueError(
+            f"cutoff {day} leaves an empty side (data spans {series.dates[0]}..{series.dates[-1]})"
+        )
+    return series.take(slice(0, k)), series.take(slice(k, None))
+
+
+def split_fraction(series: BarSeries, frac: float) -> tuple[BarSeries, BarSeries]:
+    """(train, replay): the first ``floor(frac * n)`` bars and the rest; none may be empty."""
+    if not 0.0 < frac < 1.0:
+        raise ValueError(f"frac must be in (0, 1), got {frac}")
+    k = math.floor(frac * len(series))
+    if k == 0 or k == len(series):
+        raise ValueError(f"frac {frac} of {len(series)} bars leaves an empty side")
+    return series.take(slice(0, k)), series.take(slice(k, None))
