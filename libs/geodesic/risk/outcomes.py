@@ -56,6 +56,35 @@ class MarkoutLabeler:
             del book.bar_idx[: len(book.bar_idx) - self.max_bars]
         return self._resolve(bar.symbol)
 
+    def snapshot(self, max_ids: int = 5000) -> dict:
+        """JSON-able state: recent bars, pending signals and recently seen ids."""
+        return {
+            "horizon": self.horizon,
+            "books": {
+                sym: {
+                    "bars": [[i, book.closes[i]] for i in book.bar_idx],
+                    "pending": [sig.model_dump(mode="json") for sig in book.pending],
+                }
+                for sym, book in self._books.items()
+            },
+            "seen": self._seen.snapshot()[-max_ids:],
+            "duplicates": self.duplicates,
+            "unlabelled": self.unlabelled,
+        }
+
+    def restore(self, state: dict) -> None:
+        if int(state["horizon"]) != self.horizon:
+            raise ValueError(f"snapshot horizon {state['horizon']} != {self.horizon}")
+        self._books = defaultdict(_SymbolBook)
+        for sym, doc in state["books"].items():
+            book = self._books[sym]
+            book.bar_idx = [int(i) for i, _ in doc["bars"]]
+            book.closes = {int(i): float(c) for i, c in doc["bars"]}
+            book.pending = [ScoredSignal.model_validate(p) for p in doc["pending"]]
+        self._seen = SeenIds.restore(list(state["seen"]))
+        self.duplicates = int(state.get("duplicates", 0))
+        self.unlabelled = int(state.get("unlabelled", 0))
+
     def pending(self) -> int:
         return sum(len(b.pending) for b in self._books.values())
 

@@ -45,3 +45,13 @@ class RollingWinRate:
             return WinRate(0, 0, None, None, None)
         lo, hi = wilson_interval(self._wins, n, z)
         return WinRate(self._wins, n, self._wins / n, lo, hi)
+
+    def snapshot(self) -> list[bool]:
+        return list(self._outcomes)
+
+    @classmethod
+    def restore(cls, outcomes: list[bool], window: int = 500) -> RollingWinRate:
+        wr = cls(window)
+        for w in outcomes[-window:]:
+            wr.add(bool(w))
+        return wr

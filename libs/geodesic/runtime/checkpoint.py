@@ -43,3 +43,28 @@ class CheckpointStore:
     async def clear(self, tps: list[TopicPartition]) -> None:
         if tps:
             await self.redis.delete(*[self.key(tp) for tp in tps])
+
+    # A service whose state spans partitions (e.g. a join across topics run as a single
+    # instance) checkpoints it whole, with every partition's next offset, in one key.
+    def global_key(self, name: str) -> str:
+        return self.keys.service_state(self.service, f"global:{name}")
+
+    async def save_global(
+        self, name: str, positions: dict[TopicPartition, int], state: dict[str, Any]
+    ) -> None:
+        doc = {
+            "offsets": {f"{tp.topic}|{tp.partition}": o for tp, o in positions.items()},
+            "state": state,
+        }
+        await self.redis.set(self.global_key(name), json.dumps(doc))
+
+    async def load_global(self, name: str) -> tuple[dict[TopicPartition, int], dict] | None:
+        raw = await self.redis.get(self.global_key(name))
+        if raw is None:
+            return None
+        doc = json.loads(raw)
+        offsets = {}
+        for key, off in doc["offsets"].items():
+            topic, part = key.rsplit("|", 1)
+            offsets[TopicPartition(topic, int(part))] = int(off)
+        return offsets, doc["state"]

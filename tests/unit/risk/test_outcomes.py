@@ -100,3 +100,25 @@ def test_wilson_interval_contains_estimate_and_shrinks_with_n():
     lo2, hi2 = wilson_interval(600, 1000)
     assert lo1 < 0.6 < hi1 and lo2 < 0.6 < hi2
     assert hi2 - lo2 < hi1 - lo1
+
+
+def test_labeler_snapshot_restore_resumes_identically():
+    a = MarkoutLabeler(horizon_bars=2, cost_bp=0.5)
+    b = MarkoutLabeler(horizon_bars=2, cost_bp=0.5)
+    events = [bar(1, 10.0), signal(1, "long"), bar(2, 10.5), signal(2, "short")]
+    later = [bar(3, 10.2), signal(2, "short"), bar(4, 9.9)]
+    for e in events:
+        (a.on_bar if isinstance(e, Bar) else a.on_signal)(e)
+    b.restore(__import__("json").loads(__import__("json").dumps(a.snapshot())))
+    outs_a = [o for e in later for o in (a.on_bar if isinstance(e, Bar) else a.on_signal)(e)]
+    outs_b = [o for e in later for o in (b.on_bar if isinstance(e, Bar) else b.on_signal)(e)]
+    assert outs_a == outs_b and len(outs_a) == 2
+    assert b.duplicates == a.duplicates == 1
+
+
+def test_win_rate_snapshot_round_trip():
+    wr = RollingWinRate(window=3)
+    for w in [True, False, True, True]:
+        wr.add(w)
+    again = RollingWinRate.restore(wr.snapshot(), window=3)
+    assert again.value() == wr.value()

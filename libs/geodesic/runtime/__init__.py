@@ -1,0 +1,1 @@
+"""Service runtime: Kafka clients, HTTP endpoints, the consume-process-produce loop."""

@@ -1,0 +1,212 @@
+"""Helpers for end-to-end tests: topic sets, a model in a registry, services, readers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from aiokafka import AIOKafkaConsumer
+
+from collector.app import build as build_collector
+from collector.settings import CollectorSettings
+from feature.app import build as build_feature
+from feature.settings import FeatureSettings
+from geodesic.features import FEATURE_NAMES, SCHEMA_HASH
+from geodesic.runtime.kafka import KafkaSettings, make_consumer
+from geodesic.runtime.service import ServiceRunner
+from geodesic.stack.topics import TopicShape, delete_topics, ensure_topics
+from lorentzcore.kernels import KernelConfig
+from lorentzcore.model import AnalogModel, ScorerParams
+from risk_supervisor.app import build as build_risk
+from risk_supervisor.settings import RiskSettings
+from scorer.app import build as build_scorer
+from scorer.settings import ScorerSettings
+from shadow.app import build as build_shadow
+from shadow.settings import ShadowSettings
+
+TOPIC_KEYS = (
+    "raw",
+    "ticks",
+    "dlq",
+    "bars",
+    "features",
+    "signals",
+    "shadow",
+    "outcomes",
+    "control",
+    "pdlq",
+)
+
+
+@dataclass
+class Topics:
+    raw: str
+    ticks: str
+    dlq: str
+    bars: str
+    features: str
+    signals: str
+    shadow: str
+    outcomes: str
+    control: str
+    pdlq: str
+
+    @classmethod
+    async def create(cls, kafka: KafkaSettings, partitions: int = 2) -> Topics:
+        tag = uuid.uuid4().hex[:8]
+        names = {k: f"e2e.{tag}.{k}" for k in TOPIC_KEYS}
+        await ensure_topics(kafka, [TopicShape(n, partitions) for n in names.values()])
+        return cls(**names)
+
+    async def delete(self, kafka: KafkaSettings) -> None:
+        await delete_topics(kafka, list(self.__dict__.values()))
+
+
+def fit_model(registry: Path, model_id: str, seed: int = 0, n: int = 3000) -> AnalogModel:
+    """A small real AnalogModel whose schema matches the live feature service's."""
+    rng = np.random.default_rng(seed)
+    d = len(FEATURE_NAMES)
+    X = rng.standard_normal((n, d))
+    y = (X[:, 0] + 0.5 * rng.standard_normal(n) > 0).astype(np.float32)
+    return AnalogModel.fit(
+        X,
+        y,
+        np.arange(n),
+        directory=registry / model_id,
+        model_id=model_id,
+        feature_names=FEATURE_NAMES,
+        schema_hash=SCHEMA_HASH,
+        kernel=KernelConfig(period=5.0),
+        params=ScorerParams(k=16, k_cand=64),
+    )
+
+
+@dataclass
+class Pipeline:
+    collector: ServiceRunner
+    feature: ServiceRunner
+    scorer: ServiceRunner
+    shadow: ServiceRunner
+    risk: ServiceRunner
+
+    def all(self) -> list[ServiceRunner]:
+        return [self.collector, self.feature, self.scorer, self.shadow, self.risk]
+
+
+def build_pipeline(
+    topics: Topics,
+    kafka: KafkaSettings,
+    redis_url: str,
+    prefix: str,
+    registry: Path,
+    *,
+    bar_seconds: int = 1,
+    grace_s: float = 0.3,
+) -> Pipeline:
+    common = dict(kafka=kafka, redis_url=redis_url, redis_prefix=prefix, http_port=0)
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    return Pipeline(
+        collector=build_collector(
+            CollectorSettings(
+                **common,
+                group_id=f"{group}-collector",
+                in_topic=topics.raw,
+                out_topic=topics.ticks,
+                dlq_topic=topics.dlq,
+            )
+        ),
+        feature=build_feature(feature_settings(topics, common, group, bar_seconds, grace_s)),
+        scorer=build_scorer(
+            ScorerSettings(
+                **common,
+                group_id=f"{group}-scorer",
+                in_topic=topics.features,
+                out_topic=topics.signals,
+                dlq_topic=topics.pdlq,
+                registry_root=registry,
+                recall_eval_interval_s=0.5,
+                recall_sample_rate=0.2,
+            )
+        ),
+        shadow=build_shadow(
+            ShadowSettings(
+                **common,
+                group_id=f"{group}-shadow",
+                features_topic=topics.features,
+                live_topic=topics.signals,
+                out_topic=topics.shadow,
+                registry_root=registry,
+            )
+        ),
+        risk=build_risk(
+            RiskSettings(
+                **common,
+                group_id=f"{group}-risk",
+                signals_topic=topics.signals,
+                bars_topic=topics.bars,
+                outcomes_topic=topics.outcomes,
+                control_topic=topics.control,
+                checkpoint_interval_s=0.0,
+            )
+        ),
+    )
+
+
+def feature_settings(
+    topics: Topics, common: dict, group: str, bar_seconds: int, grace_s: float
+) -> FeatureSettings:
+    return FeatureSettings(
+        **common,
+        group_id=f"{group}-feature",
+        in_topic=topics.ticks,
+        bars_topic=topics.bars,
+        features_topic=topics.features,
+        bar_seconds=bar_seconds,
+        idle_flush_grace_s=grace_s,
+    )
+
+
+class TopicReader:
+    """Collects every record of some topics in the background (its own consumer group)."""
+
+    def __init__(self, kafka: KafkaSettings, *topics: str) -> None:
+        self.consumer: AIOKafkaConsumer = make_consumer(
+            kafka, topics=topics, group_id=f"reader-{uuid.uuid4().hex[:8]}"
+        )
+        self.records: dict[str, list] = {t: [] for t in topics}
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        await self.consumer.start()
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            batches = await self.consumer.getmany(timeout_ms=50)
+            for tp, recs in batches.items():
+                self.records[tp.topic].extend(recs)
+
+    async def wait_for(
+        self, predicate: Callable[[], bool], timeout_s: float = 30.0, what: str = ""
+    ) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not predicate():
+            if self._task is not None and self._task.done():
+                self._task.result()
+            if time.monotonic() > deadline:
+                counts = {t: len(r) for t, r in self.records.items()}
+                raise TimeoutError(f"timed out waiting for {what}; have {counts}")
+            await asyncio.sleep(0.05)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.consumer.stop()
