@@ -163,6 +163,8 @@ class Outcome(Contract):
     net_bp: float
     win: bool | None = Field(description="None for flat signals: no position, no outcome.")
     source: Literal["markout", "fill"] = "markout"
+    prob_up: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    tradable: bool = True
     ts_ns: TimestampNs = 0
 
 

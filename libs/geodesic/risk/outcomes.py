@@ -132,4 +132,6 @@ class MarkoutLabeler:
             net_bp=net,
             win=(net > 0.0) if tradable_position else None,
             ts_ns=sig.ts_ns,
+            prob_up=sig.prob_up,
+            tradable=sig.tradable,
         )
