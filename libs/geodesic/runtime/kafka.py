@@ -169,7 +169,9 @@ def _resolve(settings: KafkaSettings | None) -> KafkaSettings:
     return settings if settings is not None else KafkaSettings()
 
 
-def common_config(settings: KafkaSettings | None = None, *, client_id: str | None = None) -> dict:
+def common_config(
+    settings: KafkaSettings | None = None, *, client_id: str | None = None
+) -> dict[str, Any]:
     """Connection options every aiokafka client accepts (bootstrap, auth, TLS, timeouts)."""
     s = _resolve(settings)
     config: dict[str, Any] = {
@@ -198,7 +200,7 @@ def consumer_config(
     group_id: str | None = None,
     client_id: str | None = None,
     **overrides: Any,
-) -> dict:
+) -> dict[str, Any]:
     """AIOKafkaConsumer keyword arguments; ``overrides`` win over the tuned values."""
     s = _resolve(settings)
     config = common_config(s, client_id=client_id)
@@ -222,7 +224,7 @@ def consumer_config(
 
 def producer_config(
     settings: KafkaSettings | None = None, *, client_id: str | None = None, **overrides: Any
-) -> dict:
+) -> dict[str, Any]:
     """AIOKafkaProducer keyword arguments: acks=all, never idempotent or transactional."""
     bad = [k for k in _FORBIDDEN_PRODUCER_OVERRIDES if overrides.get(k)]
     if bad:
@@ -246,7 +248,7 @@ def producer_config(
 
 def admin_config(
     settings: KafkaSettings | None = None, *, client_id: str | None = None, **overrides: Any
-) -> dict:
+) -> dict[str, Any]:
     """AIOKafkaAdminClient keyword arguments."""
     config = common_config(settings, client_id=client_id)
     config.update(overrides)
@@ -403,7 +405,7 @@ async def read_to_end(
     return records
 
 
-def faust_settings(settings: KafkaSettings | None = None) -> dict:
+def faust_settings(settings: KafkaSettings | None = None) -> dict[str, Any]:
     """faust.App keyword arguments carrying the same tuning (faust wants seconds).
 
     faust hard-codes ``fetch_max_wait_ms=1500`` for worker consumers, which on Tansu adds

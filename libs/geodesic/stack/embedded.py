@@ -59,6 +59,18 @@ _TANSU_ENV = (
     "OTEL_EXPORTER_OTLP_ENDPOINT",
 )
 
+# Tansu lingers ~5 s after SIGTERM while any client is connected, and its memory storage
+# has nothing to flush: give it a short grace before SIGKILL.
+_GRACE_S = {"broker": 1.0}
+
+
+def _stop_options(name: str, timeout_s: float) -> dict[str, Any]:
+    grace = _GRACE_S.get(name)
+    if grace is None:
+        return {"timeout_s": timeout_s}
+    return {"timeout_s": min(timeout_s, grace), "escalation_level": logging.DEBUG}
+
+
 T = TypeVar("T")
 
 
@@ -103,11 +115,6 @@ def _run_sync(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
         return asyncio.run(factory())
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="geodesic-stack") as pool:
         return pool.submit(lambda: asyncio.run(factory())).result()
-
-
-def _host_port(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
-    return host, int(port)
 
 
 @dataclass(frozen=True)
@@ -181,10 +188,11 @@ class EmbeddedStack:
             self._started = True
             try:
                 if self._external_redis is None:
-                    self._spawn("redis", free_port(LOOPBACK))
+                    self._start_on_free_port("redis")
+                else:
+                    _check_external_redis(self._external_redis, self.startup_timeout_s)
                 if self._external_bootstrap is None:
-                    self._spawn("broker", free_port(LOOPBACK))
-                self._await_ready()
+                    self._start_on_free_port("broker")
                 self.ensure_topics()
                 self._write_state()
             except BaseException:
@@ -198,9 +206,10 @@ class EmbeddedStack:
         with self._lock:
             procs = list(self._procs.values())
             for proc in procs:
-                terminate(proc, timeout_s=self.stop_timeout_s)
+                terminate(proc, **self._stop_options(proc.name))
             if self._started and procs:
-                self._write_state(stopped=True)
+                with contextlib.suppress(OSError):  # run dir may be gone (tmp cleanup)
+                    self._write_state(stopped=True)
             self._started = False
             _unregister(self)
 
@@ -343,6 +352,9 @@ class EmbeddedStack:
             "",
         ]
 
+    def _stop_options(self, name: str) -> dict[str, Any]:
+        return _stop_options(name, self.stop_timeout_s)
+
     def _child_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV}
         env["NO_COLOR"] = "1"
@@ -362,26 +374,37 @@ class EmbeddedStack:
     def _probe(self, name: str) -> Callable[[], bool]:
         port = self._ports[name]
         if name == "broker":
-            return lambda: kafka_api_versions_ok(LOOPBACK, port)
-        return lambda: redis_ping_ok(LOOPBACK, port)
+            return lambda: kafka_api_versions_ok(LOOPBACK, port, timeout_s=0.25)
+        return lambda: redis_ping_ok(LOOPBACK, port, timeout_s=0.25)
 
-    def _await_ready(self) -> None:
-        for name, proc in self._procs.items():
-            wait_until(
-                self._probe(name),
-                timeout_s=self.startup_timeout_s,
-                what=f"{name} (see {proc.log_path})",
-                still_running=proc.alive,
-            )
-        if self._external_redis is not None:
-            _check_external_redis(self._external_redis, self.startup_timeout_s)
+    def _wait_ready(self, name: str, timeout_s: float) -> None:
+        proc = self._procs[name]
+        wait_until(
+            self._probe(name),
+            timeout_s=timeout_s,
+            what=f"{name} (see {proc.log_path})",
+            still_running=proc.alive,
+        )
+
+    def _start_on_free_port(self, name: str, attempts: int = 3) -> None:
+        """Spawn on a port the kernel just handed out; another process may grab it
+        before the server binds, so a server that exits at once is retried elsewhere."""
+        for attempt in range(1, attempts + 1):
+            self._spawn(name, free_port(LOOPBACK))
+            try:
+                self._wait_ready(name, self.startup_timeout_s)
+                return
+            except RuntimeError:
+                if attempt == attempts:
+                    raise
+                log.warning("%s exited during startup; retrying on another port", name)
 
     def _kill(self, name: str, *, graceful: bool) -> None:
         with self._lock:
             proc = self._procs.get(name)
             if proc is None:
                 raise RuntimeError(f"{name} is not managed by this stack (external?)")
-            terminate(proc, timeout_s=self.stop_timeout_s, graceful=graceful)
+            terminate(proc, graceful=graceful, **self._stop_options(name))
 
     def _respawn(self, name: str) -> None:
         with self._lock:
@@ -394,12 +417,7 @@ class EmbeddedStack:
             while True:  # the old listener may linger for a moment after the kill
                 self._spawn(name, port)
                 try:
-                    wait_until(
-                        self._probe(name),
-                        timeout_s=max(0.5, deadline - time.monotonic()),
-                        what=f"{name} (see {self._procs[name].log_path})",
-                        still_running=self._procs[name].alive,
-                    )
+                    self._wait_ready(name, max(0.5, deadline - time.monotonic()))
                     break
                 except RuntimeError:
                     if time.monotonic() > deadline:
@@ -460,7 +478,7 @@ def stop_from_state(path: Path, *, timeout_s: float = 5.0) -> list[str]:
             started=entry.get("started"),
         )
         if is_alive(proc.pid, proc.started):
-            terminate(proc, timeout_s=timeout_s)
+            terminate(proc, **_stop_options(name, timeout_s))
             stopped.append(name)
     state["stopped"] = True
     state["updated_at"] = time.time()

@@ -61,9 +61,11 @@ def wait_until(
     """Poll ``probe`` until it passes; fail fast if the server process already died."""
     deadline = time.monotonic() + timeout_s
     delay = 0.01
-    while not probe():
+    while True:
         if still_running is not None and not still_running():
             raise RuntimeError(f"{what} exited during startup")
+        if probe():
+            return
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} not ready after {timeout_s:.0f}s")
         time.sleep(delay)

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,12 +81,24 @@ def is_alive(pid: int, started: int | None = None) -> bool:
     return True
 
 
+def _load_prctl() -> Callable[..., int] | None:
+    """Resolve prctl in the parent: the forked child must not dlopen (lock-unsafe)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _load_prctl()
+
+
 def _die_with_parent() -> None:
     """preexec_fn: get SIGKILL when the spawning thread exits (Linux only)."""
     parent = os.getppid()
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
     if os.getppid() != parent:  # parent died before prctl took effect
         os._exit(1)
 
@@ -133,7 +145,7 @@ def spawn(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     tie = (
         die_with_parent
-        and sys.platform.startswith("linux")
+        and _PRCTL is not None
         and threading.current_thread() is threading.main_thread()
     )
     with open(log_path, "ab") as log_file:
@@ -190,8 +202,18 @@ def _wait_gone(proc: ServerProcess, timeout_s: float) -> bool:
             time.sleep(0.02)
 
 
-def terminate(proc: ServerProcess, *, timeout_s: float = 5.0, graceful: bool = True) -> None:
-    """SIGTERM (if graceful), wait, then SIGKILL; safe to call on a dead process."""
+def terminate(
+    proc: ServerProcess,
+    *,
+    timeout_s: float = 5.0,
+    graceful: bool = True,
+    escalation_level: int = logging.WARNING,
+) -> None:
+    """SIGTERM (if graceful), wait, then SIGKILL; safe to call on a dead process.
+
+    ``escalation_level`` is the log level of "had to SIGKILL" (lower it for servers that
+    routinely linger, like Tansu with clients connected).
+    """
     if proc.popen is None and not is_alive(proc.pid, proc.started):
         return
     if proc.popen is not None and proc.popen.poll() is not None:
@@ -201,7 +223,13 @@ def terminate(proc: ServerProcess, *, timeout_s: float = 5.0, graceful: bool = T
         if _wait_gone(proc, timeout_s):
             log.debug("%s pid=%d stopped", proc.name, proc.pid)
             return
-        log.warning("%s pid=%d ignored SIGTERM for %.1fs; killing", proc.name, proc.pid, timeout_s)
+        log.log(
+            escalation_level,
+            "%s pid=%d still up %.1fs after SIGTERM; killing",
+            proc.name,
+            proc.pid,
+            timeout_s,
+        )
     _signal_group(proc.pid, signal.SIGKILL)
     if not _wait_gone(proc, 5.0):
         log.error("%s pid=%d survived SIGKILL", proc.name, proc.pid)
