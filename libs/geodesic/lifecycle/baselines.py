@@ -1,0 +1,138 @@
+"""Baselines a model must beat, fitted on the same training fold and features.
+
+* logistic regression (ridge-penalised, Newton / IRLS in numpy: scikit-learn is a test-only
+  dependency and ten lines of Newton are exact for this convex problem);
+* momentum: tomorrow goes the way today went, sign(logret_1);
+* prior: the training fold's up rate for everyone (hit rate of "always the majority").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+__all__ = ["LogisticRegression", "MomentumRule", "PriorRule"]
+
+FloatArray = NDArray[np.float64]
+
+
+def _sigmoid(eta: FloatArray) -> FloatArray:
+    return 0.5 * (1.0 + np.tanh(0.5 * eta))  # no overflow for any finite eta
+
+
+@dataclass(frozen=True)
+class LogisticRegression:
+    """P(y = 1 | x) = sigmoid(b + w . (x - mean) / std), fitted by penalised Newton steps."""
+
+    mean: FloatArray
+    std: FloatArray
+    coef: FloatArray  # (d + 1,): intercept first
+    iterations: int
+    converged: bool
+
+    @classmethod
+    def fit(
+        cls,
+        X: ArrayLike,
+        y: ArrayLike,
+        *,
+        l2: float = 1.0,
+        max_iter: int = 100,
+        tol: float = 1e-10,
+    ) -> LogisticRegression:
+        """Minimise the negative log-likelihood + l2/2 |w|^2 (intercept unpenalised).
+
+        Newton's method with step halving: the objective is strictly convex (l2 > 0), so it
+        converges in a handful of steps to the unique optimum, separable data included.
+        """
+        Xa = np.asarray(X, dtype=np.float64)
+        ya = np.asarray(y, dtype=np.float64)
+        if Xa.ndim != 2 or ya.shape != (Xa.shape[0],) or Xa.shape[0] == 0:
+            raise ValueError(f"X {Xa.shape} and y {ya.shape} do not align")
+        if not np.all((ya == 0) | (ya == 1)):
+            raise ValueError("y must hold 0/1 labels")
+        if l2 <= 0:
+            raise ValueError("l2 must be > 0 (it keeps separable folds finite)")
+        mean = Xa.mean(axis=0)
+        std = Xa.std(axis=0)
+        std = np.where(std > 1e-12 * np.maximum(1.0, np.abs(mean)), std, 1.0)
+        A = np.hstack([np.ones((Xa.shape[0], 1)), (Xa - mean) / std])
+        penalty = np.full(A.shape[1], l2)
+        penalty[0] = 0.0
+
+        def objective(beta: FloatArray) -> float:
+            eta = A @ beta
+            # log(1 + e^eta) - y eta, stably
+            return float(np.sum(np.logaddexp(0.0, eta) - ya * eta) + 0.5 * beta @ (penalty * beta))
+
+        beta = np.zeros(A.shape[1])
+        f = objective(beta)
+        converged = False
+        iterations = 0
+        while iterations < max_iter:
+            iterations += 1
+            p = _sigmoid(A @ beta)
+            grad = A.T @ (p - ya) + penalty * beta
+            H = (A * (p * (1.0 - p))[:, None]).T @ A + np.diag(penalty + 1e-12)
+            step = np.linalg.solve(H, grad)
+            t = 1.0
+            while True:
+                candidate = beta - t * step
+                f_new = objective(candidate)
+                if f_new <= f or t < 1e-8:
+                    break
+                t *= 0.5
+            beta, f_old, f = candidate, f, f_new
+            if abs(f_old - f) <= tol * max(1.0, abs(f)):
+                converged = True
+                break
+        return cls(mean, std, beta, iterations, converged)
+
+    def predict_proba(self, X: ArrayLike) -> FloatArray:
+        Xa = np.asarray(X, dtype=np.float64)
+        return _sigmoid(self.coef[0] + ((Xa - self.mean) / self.std) @ self.coef[1:])
+
+
+@dataclass(frozen=True)
+class MomentumRule:
+    """Direction sign(logret_1); probability P(up | that sign) from the training fold."""
+
+    p_up_after_up: float
+    p_up_after_down: float
+    prior: float
+
+    @classmethod
+    def fit(cls, logret_1: ArrayLike, y: ArrayLike) -> MomentumRule:
+        r = np.asarray(logret_1, dtype=np.float64)
+        ya = np.asarray(y, dtype=np.float64)
+
+        def rate(mask: NDArray[np.bool_]) -> float:
+            return float((ya[mask].sum() + 1.0) / (mask.sum() + 2.0))  # Laplace
+
+        return cls(rate(r > 0), rate(r < 0), rate(np.ones_like(r, dtype=bool)))
+
+    def direction(self, logret_1: ArrayLike) -> FloatArray:
+        """+1 / -1 / 0 (no call on an unchanged close)."""
+        return np.sign(np.asarray(logret_1, dtype=np.float64))
+
+    def predict_proba(self, logret_1: ArrayLike) -> FloatArray:
+        d = self.direction(logret_1)
+        return np.where(
+            d > 0, self.p_up_after_up, np.where(d < 0, self.p_up_after_down, self.prior)
+        )
+
+
+@dataclass(frozen=True)
+class PriorRule:
+    """Everyone gets the training up rate: AUC 0.5, hit rate = the majority class share."""
+
+    prior: float
+
+    @classmethod
+    def fit(cls, y: ArrayLike) -> PriorRule:
+        return cls(float(np.mean(np.asarray(y, dtype=np.float64))))
+
+    def predict_proba(self, n: int) -> FloatArray:
+        return np.full(n, self.prior)

@@ -1,0 +1,152 @@
+"""Configuration of the offline lifecycle: what to train on, how, and what a model must pass.
+
+One frozen, validated pydantic class per concern. Every value here is fixed before any
+result is seen (no threshold is chosen to make a gate pass); the whole config is stored in
+the report and the manifest so a model can be retrained exactly.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from geodesic.marketdata.replay import ReplayConfig
+
+_REPLAY = ReplayConfig()
+
+#: The real data sets pooled by default, and the first date kept for replay (2013-2018).
+DEFAULT_DATASETS: tuple[str, ...] = ("sp500", "nasdaq")
+DEFAULT_CUTOFF = "2013-01-01"
+DEFAULT_REGISTRY_ROOT = Path("models/registry")
+DEFAULT_REPORTS_ROOT = Path("reports")
+
+PosInt = Annotated[int, Field(ge=1)]
+PosFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+class DatasetConfig(BaseModel):
+    """How bars become (features, label, time) samples; see ``lifecycle.dataset``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: Registered data set names (``geodesic.marketdata.datasets``) or ``synthetic[:seed]``.
+    datasets: tuple[str, ...] = DEFAULT_DATASETS
+    #: Bars dated on or after this day are never read for training (kept for replay).
+    cutoff: str | None = DEFAULT_CUTOFF
+    #: Use at most this many of the most recent bars before the cutoff, per symbol.
+    max_bars: PosInt | None = None
+    #: Bars in a synthetic series (``synthetic`` data sets only).
+    synthetic_bars: Annotated[int, Field(ge=200)] = 3000
+    #: Label horizon h in bars: y from log(close[t+h] / close[t]).
+    horizon: PosInt = 1
+    #: Round-trip cost in bp; |forward return| <= cost is the "flat" band (the risk
+    #: supervisor's MarkoutLabeler uses the same 1 bp default).
+    cost_bp: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 1.0
+    #: "drop": band samples are left out of training and of the 0/1 metrics (they stay in
+    #: the net win rate, where they count as losses); "down": they are labelled 0.
+    band_policy: Literal["drop", "down"] = "drop"
+    #: Quoted spread of the replay (ReplayConfig.spread_bp): daily bars have no spread.
+    spread_bp: Annotated[float, Field(ge=0, le=500, allow_inf_nan=False)] = _REPLAY.spread_bp
+    #: "replay": per-bar mean spread drawn from the replay's tick model (jittered quotes,
+    #: 20-50 ticks a bar), so spread_bp has the distribution the live feature service sees;
+    #: "constant": close * spread_bp / 1e4 (a degenerate column: see the module docs).
+    spread_model: Literal["replay", "constant"] = "replay"
+    #: Added to every bar position, placing training times in the live bar-index space.
+    bar_offset: Annotated[int, Field(ge=0)] = 0
+    seed: Annotated[int, Field(ge=0)] = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> DatasetConfig:
+        if not self.datasets:
+            raise ValueError("datasets: at least one data set is needed")
+        if len(set(self.datasets)) != len(self.datasets):
+            raise ValueError(f"datasets: duplicates in {self.datasets}")
+        if self.cutoff is not None:
+            try:
+                date.fromisoformat(self.cutoff)
+            except ValueError:
+                raise ValueError(f"cutoff: {self.cutoff!r} is not an ISO date") from None
+        return self
+
+
+class TrainConfig(BaseModel):
+    """Cross-validation, model and index parameters of one training run."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    data: DatasetConfig = DatasetConfig()
+    folds: Annotated[int, Field(ge=2, le=20)] = 5
+    #: Bars after each test block also removed from training; >= horizon (checked).
+    embargo: Annotated[int, Field(ge=0)] = 5
+    k: PosInt = 32
+    k_cand: PosInt = 128
+    #: Periodic-kernel season in bars: 5 daily bars = one trading week.
+    period: PosFloat = 5.0
+    periodic_length_scale: PosFloat = 1.0
+    rbf_length_scale: PosFloat = 1.0
+    weight_floor: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 1e-3
+    long_threshold: Annotated[float, Field(ge=0.5, le=1.0)] = 0.55
+    short_threshold: Annotated[float, Field(ge=0.0, le=0.5)] = 0.45
+    M: Annotated[int, Field(ge=2)] = 16
+    ef_construction: PosInt = 200
+    ef_search: PosInt = 64
+    #: Top fraction of scores for precision@k.
+    precision_top_fraction: Annotated[float, Field(gt=0, le=1)] = 0.1
+    seed: Annotated[int, Field(ge=0)] = 100
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.embargo < self.data.horizon:
+            raise ValueError(
+                f"embargo: {self.embargo} bars is shorter than the label horizon "
+                f"({self.data.horizon}); serially dependent labels would leak"
+            )
+        if self.k > self.k_cand:
+            raise ValueError(f"k: {self.k} exceeds k_cand {self.k_cand}")
+        return self
+
+
+class CertifyConfig(BaseModel):
+    """The (ef_search, K_cand) grid and the targets of ``geodesic certify``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    ef_grid: tuple[PosInt, ...] = (16, 32, 64, 128, 256)
+    #: Candidate counts as multiples of K (1 = no re-rank headroom).
+    k_cand_multiples: tuple[PosInt, ...] = (1, 2, 4, 8)
+    target_recall: Annotated[float, Field(gt=0, le=1)] = 0.95
+    latency_budget_ms: PosFloat = 1.0
+    #: Queries timed per grid point (single-event scoring, so latency is per event).
+    queries: Annotated[int, Field(ge=10)] = 300
+    #: Queries whose top-K is compared with exact search (batch; cheap).
+    recall_queries: Annotated[int, Field(ge=10)] = 1000
+    warmup: Annotated[int, Field(ge=0)] = 30
+    #: Latency is timed in this many interleaved rounds over the grid.
+    rounds: Annotated[int, Field(ge=1)] = 5
+    seed: Annotated[int, Field(ge=0)] = 0
+
+
+class GateThresholds(BaseModel):
+    """Limits of the offline gates (``lifecycle.gates.offline_gates``); None disables one."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: Pooled out-of-fold AUC must exceed this.
+    min_auc: Annotated[float, Field(ge=0, le=1)] | None = 0.5
+    #: ... and so must AUC - auc_bound_z * SE (a point estimate above 0.5 is not skill).
+    min_auc_lower_bound: Annotated[float, Field(ge=0, le=1)] | None = 0.5
+    auc_bound_z: Annotated[float, Field(ge=0, le=10)] = 1.96
+    #: AUC must beat the logistic-regression baseline by more than this.
+    min_auc_lift_over_logistic: Annotated[float, Field(ge=-1, le=1)] | None = 0.0
+    #: AUC must beat the momentum rule by more than this.
+    min_auc_lift_over_momentum: Annotated[float, Field(ge=-1, le=1)] | None = 0.0
+    max_ece: Annotated[float, Field(ge=0, le=1)] | None = 0.05
+    #: Pipeline top-K recall against exact Lorentz k-NN (the brief's >= 0.90).
+    min_ann_accuracy: Annotated[float, Field(ge=0, le=1)] | None = 0.90
+    #: Share of events the model abstains on.
+    max_abstain_rate: Annotated[float, Field(ge=0, le=1)] | None = 0.5
+    #: The worst fold's AUC; catches a model that only works in one period.
+    min_fold_auc: Annotated[float, Field(ge=0, le=1)] | None = None

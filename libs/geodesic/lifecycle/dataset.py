@@ -1,0 +1,273 @@
+"""Training samples from bars: the feature service's own features, forward labels, bar times.
+
+Features come from ``compute_features_batch``, the code the feature service runs (bit for
+bit the streaming ``FeatureEngine``), never a copy, so a model is trained on exactly the
+vectors it will score. Row t uses bars <= t only; the label of row t uses bars t..t+h only.
+
+Spreads. Daily bars have no quotes, but the live feature service computes ``spread_bp``
+from replayed ticks whose quoted spread is ``spread_bp`` times a lognormal jitter per tick
+(``ReplayConfig``), i.e. about 2.06 +- 0.09 bp per bar by default. Feeding the literal
+``close * spread_bp / 1e4`` (``spread_model="constant"``) makes the training column
+constant up to one ulp: the robust scale of that column is ~1e-16, Tyler's fixed point does
+not converge, and a live value of 2.06 bp whitens to |z| ~ 4e14 (measured), i.e. every
+live vector would be an outlier. The default ``spread_model="replay"`` draws each bar's
+mean spread from the replay's tick model (ticks per bar, jitter, cap), so training and live
+spread_bp share a distribution; it carries no information either way (it is quote noise),
+but it no longer breaks the geometry.
+
+Labels. fwd_t = log(close[t+h] / close[t]); y = 1 if fwd > cost, 0 if fwd < -cost, and -1
+("band") otherwise. ``band_policy="drop"`` (default) keeps band samples out of training and
+of the 0/1 metrics: a move smaller than the cost is not a direction worth learning, and
+labelling it "down" would bias every forecast downward by the band's share. They stay in
+the net win rate, where a trade on them loses the cost, as it would live.
+
+Times. Samples on the same date share a bar index (their position in the union calendar of
+all pooled symbols, plus ``bar_offset``), so purging treats correlated symbols' labels of
+one day as one event, and the periodic kernel sees the live bar-index space when
+``bar_offset`` is set with :func:`live_bar_offset`.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from geodesic.features.compute import (
+    DEFAULT_PARAMS,
+    FeatureParams,
+    compute_features_batch,
+    feature_names,
+    schema_hash,
+)
+from geodesic.lifecycle.config import DatasetConfig
+from geodesic.marketdata.datasets import BarSeries, load_dataset
+from geodesic.marketdata.replay import ReplayConfig
+from geodesic.marketdata.synthetic import SyntheticConfig, generate_market
+
+__all__ = [
+    "LabeledDataset",
+    "build_dataset",
+    "feature_rows",
+    "forward_labels",
+    "holdout_series",
+    "live_bar_offset",
+    "load_series",
+    "load_training_dataset",
+    "training_series",
+    "training_spreads",
+]
+
+BAND = -1
+NS_PER_SECOND = 1_000_000_000
+
+
+@dataclass(frozen=True, eq=False)
+class LabeledDataset:
+    """Samples sorted by (time, symbol); arrays are aligned and read-only."""
+
+    X: NDArray[np.float64]  # (n, d) features, finite
+    fwd: NDArray[np.float64]  # forward log return over the horizon
+    y: NDArray[np.int8]  # 1 up, 0 down, -1 inside the cost band
+    times: NDArray[np.int64]  # bar index (calendar position + bar_offset)
+    label_end: NDArray[np.int64]  # bar index of the label's exit bar (t + h per symbol)
+    symbols: NDArray[np.str_]
+    dates: NDArray[np.datetime64]
+    feature_names: tuple[str, ...]
+    schema_hash: str
+    config: DatasetConfig
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def binary(self) -> tuple[NDArray[np.bool_], NDArray[np.float64]]:
+        """(mask of samples with a 0/1 label under the band policy, labels as floats)."""
+        if self.config.band_policy == "down":
+            mask = np.ones(len(self), dtype=bool)
+            return mask, (self.y == 1).astype(np.float64)
+        mask = self.y != BAND
+        return mask, self.y.astype(np.float64)
+
+    def feature(self, name: str) -> NDArray[np.float64]:
+        return self.X[:, self.feature_names.index(name)]
+
+    def summary(self) -> dict[str, Any]:
+        """Sizes, span and label balance, for reports."""
+        syms, counts = np.unique(self.symbols, return_counts=True)
+        return {
+            "n_samples": len(self),
+            "symbols": {str(s): int(c) for s, c in zip(syms, counts, strict=True)},
+            "first_date": str(self.dates.min()) if len(self) else None,
+            "last_date": str(self.dates.max()) if len(self) else None,
+            "first_time": int(self.times.min()) if len(self) else None,
+            "last_time": int(self.times.max()) if len(self) else None,
+            "up_fraction": float(np.mean(self.y == 1)) if len(self) else None,
+            "down_fraction": float(np.mean(self.y == 0)) if len(self) else None,
+            "band_fraction": float(np.mean(self.y == BAND)) if len(self) else None,
+        }
+
+
+def live_bar_offset(t0_ns: int, bar_seconds: int, n_training_bars: int) -> int:
+    """bar_offset that makes the training calendar end right where a replay starting at t0
+    begins: live bar_index = t0_ns // (bar_seconds * 1e9) + j for replayed bar j."""
+    start = t0_ns // (bar_seconds * NS_PER_SECOND)
+    if start < n_training_bars:
+        raise ValueError(f"t0 bar index {start} is before the {n_training_bars} training bars")
+    return int(start - n_training_bars)
+
+
+def load_series(name: str, *, synthetic_bars: int = 3000, seed: int = 0) -> BarSeries:
+    """A registered data set, or ``synthetic[:seed]`` (generate_market with planted structure)."""
+    if name == "synthetic" or name.startswith("synthetic:"):
+        _, _, tail = name.partition(":")
+        sym_seed = int(tail) if tail else seed
+        series, _ = generate_market(
+            SyntheticConfig(n_bars=synthetic_bars, seed=sym_seed, symbol=f"SYN{sym_seed}")
+        )
+        return series
+    return load_dataset(name)
+
+
+def training_spreads(
+    close: NDArray[np.float64], symbol: str, config: DatasetConfig
+) -> NDArray[np.float64]:
+    """Per-bar mean quoted spread (price units) as the live bar builder would see it.
+
+    "replay" follows ReplayConfig's tick model: n ~ U{ticks_per_bar} ticks, each quoting
+    min(spread_bp * 1e-4 * lognormal(0, jitter), 0.5) of the price; the bar's mean spread
+    over price is the mean of those (the price path inside a daily bar moves it by <1%).
+    Seeded by (seed, crc32(symbol)): deterministic, independent across symbols.
+    """
+    close = np.asarray(close, dtype=np.float64)
+    if config.spread_model == "constant":
+        return close * config.spread_bp / 1e4
+    replay = ReplayConfig(spread_bp=config.spread_bp)
+    rng = np.random.default_rng([config.seed, zlib.crc32(symbol.encode())])
+    lo, hi = replay.ticks_per_bar
+    n_ticks = rng.integers(lo, hi + 1, size=close.shape[0])
+    jitter = rng.lognormal(0.0, replay.spread_jitter, int(n_ticks.sum()))
+    rel = np.minimum(replay.spread_bp * 1e-4 * jitter, 0.5)
+    starts = np.concatenate([[0], np.cumsum(n_ticks)[:-1]])
+    mean_rel = np.add.reduceat(rel, starts) / n_ticks
+    return close * mean_rel
+
+
+def forward_labels(
+    close: NDArray[np.float64], horizon: int, cost_bp: float
+) -> tuple[NDArray[np.float64], NDArray[np.int8]]:
+    """(fwd log return, label 1/0/-1) per bar; the last ``horizon`` bars get NaN / -1."""
+    close = np.asarray(close, dtype=np.float64)
+    n = close.shape[0]
+    fwd = np.full(n, np.nan)
+    if n > horizon:
+        fwd[: n - horizon] = np.log(close[horizon:] / close[: n - horizon])
+    cost = cost_bp / 1e4
+    y = np.full(n, BAND, dtype=np.int8)
+    y[fwd > cost] = 1
+    y[fwd < -cost] = 0
+    return fwd, y
+
+
+def build_dataset(
+    series: Sequence[BarSeries],
+    config: DatasetConfig,
+    params: FeatureParams = DEFAULT_PARAMS,
+) -> LabeledDataset:
+    """Pool symbols into one time-sorted sample set (rows with features and a label)."""
+    if not series:
+        raise ValueError("no series given")
+    symbols = [s.symbol for s in series]
+    if len(set(symbols)) != len(symbols):
+        raise ValueError(f"duplicate symbols in {symbols}")
+    calendar = np.unique(np.concatenate([s.dates for s in series]))
+    parts: list[tuple[Any, ...]] = []
+    for s in series:
+        spreads = training_spreads(s.close, s.symbol, config)
+        F = compute_features_batch(s.close, s.high, s.low, s.volume, spreads, params)
+        fwd, y = forward_labels(s.close, config.horizon, config.cost_bp)
+        keep = np.isfinite(F).all(axis=1) & np.isfinite(fwd)
+        pos_all = np.searchsorted(calendar, s.dates).astype(np.int64)
+        exit_pos = np.full_like(pos_all, -1)
+        exit_pos[: len(s) - config.horizon] = pos_all[config.horizon :]
+        syms_col = np.full(int(keep.sum()), s.symbol)
+        parts.append(
+            (F[keep], fwd[keep], y[keep], pos_all[keep], exit_pos[keep], syms_col, s.dates[keep])
+        )
+    X, fwd, y, pos, end, syms, dates = (np.concatenate(c) for c in zip(*parts, strict=True))
+    times = pos + config.bar_offset
+    label_end = end + config.bar_offset
+    order = np.lexsort((syms, times))
+    arrays = [a[order] for a in (X, fwd, y, times, label_end, syms, dates)]
+    for a in arrays:
+        a.setflags(write=False)
+    X, fwd, y, times, label_end, syms, dates = arrays
+    if len(y) == 0:
+        raise ValueError("no samples: series shorter than the feature warm-up plus horizon")
+    return LabeledDataset(
+        X=X,
+        fwd=fwd,
+        y=y.astype(np.int8),
+        times=times,
+        label_end=label_end,
+        symbols=syms,
+        dates=dates,
+        feature_names=feature_names(params),
+        schema_hash=schema_hash(params),
+        config=config,
+    )
+
+
+def training_series(config: DatasetConfig) -> list[BarSeries]:
+    """The configured series, cut before ``cutoff`` and to the last ``max_bars`` bars."""
+    out = []
+    for name in config.datasets:
+        s = load_series(name, synthetic_bars=config.synthetic_bars, seed=config.seed)
+        if config.cutoff is not None:
+            k = int(np.searchsorted(s.dates, np.datetime64(config.cutoff, "D"), side="left"))
+            s = s.take(slice(0, k))
+        if config.max_bars is not None and len(s) > config.max_bars:
+            s = s.take(slice(len(s) - config.max_bars, None))
+        if len(s) == 0:
+            raise ValueError(f"data set {name!r} has no bars before cutoff {config.cutoff}")
+        out.append(s)
+    return out
+
+
+def holdout_series(config: DatasetConfig, warmup: int) -> list[BarSeries]:
+    """Bars on or after the cutoff (plus ``warmup`` bars before it, for feature history)."""
+    out = []
+    if config.cutoff is None:
+        return out
+    for name in config.datasets:
+        s = load_series(name, synthetic_bars=config.synthetic_bars, seed=config.seed)
+        k = int(np.searchsorted(s.dates, np.datetime64(config.cutoff, "D"), side="left"))
+        if k < len(s):
+            out.append(s.take(slice(max(0, k - warmup), None)))
+    return out
+
+
+def feature_rows(
+    series: Sequence[BarSeries], config: DatasetConfig, params: FeatureParams = DEFAULT_PARAMS
+) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+    """Finite feature rows (no labels needed) and their bar positions + bar_offset, pooled."""
+    xs, ts = [], []
+    for s in series:
+        spreads = training_spreads(s.close, s.symbol, config)
+        F = compute_features_batch(s.close, s.high, s.low, s.volume, spreads, params)
+        keep = np.isfinite(F).all(axis=1)
+        xs.append(F[keep])
+        ts.append(np.flatnonzero(keep).astype(np.int64) + config.bar_offset)
+    if not xs:
+        return np.empty((0, len(feature_names(params)))), np.empty(0, dtype=np.int64)
+    return np.concatenate(xs), np.concatenate(ts)
+
+
+def load_training_dataset(
+    config: DatasetConfig, params: FeatureParams = DEFAULT_PARAMS
+) -> LabeledDataset:
+    """``build_dataset`` over ``training_series``: nothing on or after the cutoff is read."""
+    return build_dataset(training_series(config), config, params)

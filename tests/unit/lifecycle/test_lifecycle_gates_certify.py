@@ -1,0 +1,116 @@
+import shutil
+
+import numpy as np
+import pytest
+from lifecycle_helpers import SMALL_CERTIFY, TEST_KEY, small_config
+from pydantic import ValidationError
+
+from geodesic.lifecycle.certify import apply_operating_point, certify_model
+from geodesic.lifecycle.config import GateThresholds
+from geodesic.lifecycle.dataset import load_training_dataset
+from geodesic.lifecycle.drift import RADIUS_KEY, DriftReference
+from geodesic.lifecycle.evaluation import auc_standard_error
+from geodesic.lifecycle.gates import all_passed, offline_gates
+from geodesic.lifecycle.registry import load_manifest, load_verified
+from lorentzcore.metrics import psi
+
+
+def _by_name(results):
+    return {r.name: r for r in results}
+
+
+def test_gates_compare_the_report_with_configured_limits(trained):
+    report = trained.report
+    o = report.overall
+    gates = _by_name(offline_gates(report, GateThresholds()))
+    assert gates["ann_accuracy"].value == o.ann.pipeline_recall_vs_exact_lorentz
+    assert gates["ann_accuracy"].limit == 0.90 and gates["ann_accuracy"].passed
+    lift = o.model.auc - o.baselines["logistic"].auc
+    assert gates["auc_vs_logistic"].value == pytest.approx(lift)
+    assert gates["auc_vs_logistic"].passed == (lift > 0)
+    assert gates["ece"].passed == (o.model.ece < 0.05)
+    assert "worst_fold_auc" not in gates  # disabled by default (None)
+    lower = gates["auc_lower_bound"]
+    assert lower.value == pytest.approx(o.model.auc - 1.96 * o.model.auc_se)
+    assert lower.passed == (lower.value > 0.5)
+    # stricter limits flip results; the same report as a plain dict gives the same answer
+    strict = GateThresholds(min_auc=1.0, max_ece=0.0)
+    again = _by_name(offline_gates(report.model_dump(mode="json"), strict))
+    assert not again["auc_above_chance"].passed and not again["ece"].passed
+    assert not all_passed(list(again.values()))
+
+
+def test_gate_results_are_recorded_in_the_signed_manifest(trained, model_dir):
+    manifest = load_manifest(model_dir)
+    recorded = {g["name"]: g for g in manifest["gates"]}
+    for g in trained.gates:
+        assert recorded[g.name]["passed"] == g.passed
+        assert recorded[g.name]["value"] == pytest.approx(g.value)
+    assert manifest["gates_passed"] == all_passed(trained.gates)
+    assert manifest["parameters"]["gate_thresholds"]["min_ann_accuracy"] == 0.9
+
+
+def test_auc_standard_error_equals_the_exact_null_variance_at_one_half():
+    for n_pos, n_neg in ((50, 50), (300, 700)):
+        exact = np.sqrt((n_pos + n_neg + 1) / (12 * n_pos * n_neg))  # Mann-Whitney under H0
+        assert auc_standard_error(0.5, n_pos, n_neg) == pytest.approx(exact, rel=1e-12)
+    assert auc_standard_error(0.8, 300, 700) < auc_standard_error(0.5, 300, 700)
+
+
+def test_undefined_metric_fails_its_gate_and_bad_thresholds_are_rejected(trained):
+    overall = trained.report.overall.model_copy(
+        update={"model": trained.report.overall.model.model_copy(update={"auc": None})}
+    )
+    report = trained.report.model_copy(update={"overall": overall})
+    gates = _by_name(offline_gates(report))
+    assert not gates["auc_above_chance"].passed and gates["auc_above_chance"].value is None
+    with pytest.raises(ValidationError, match="max_ece"):
+        GateThresholds(max_ece=2.0)
+
+
+def test_certify_sweep_measures_recall_and_latency_and_picks_a_point(model_dir):
+    model = load_verified(model_dir, key=TEST_KEY)
+    rng = np.random.default_rng(0)
+    X = model.whitener.inverse_transform(rng.standard_normal((150, model.spec.dim)))
+    T = np.arange(150, dtype=np.int64) + 10_000
+    result = certify_model(model, X, T, SMALL_CERTIFY)
+    assert model.index.ef_search == load_verified(model_dir, key=TEST_KEY).index.ef_search
+    keys = [(p.ef_search, p.k_cand) for p in result.points]
+    assert len(keys) == len(set(keys))
+    assert all(p.ef_search >= p.k_cand for p in result.points)  # hnswlib's effective ef
+    for p in result.points:
+        assert 0 <= p.pipeline_recall <= 1 and 0 < p.p50_us <= p.p99_us
+    assert any(p.pareto for p in result.points)
+    assert result.chosen is not None, result.reason
+    assert result.chosen.meets_recall and result.chosen.meets_latency
+    ok = [p for p in result.points if p.meets_recall and p.meets_latency]
+    assert result.chosen.p50_us == min(p.p50_us for p in ok)
+
+
+def test_certify_apply_writes_the_point_and_resigns(trained, model_dir, tmp_path):
+    d = tmp_path / "registry" / model_dir.name
+    shutil.copytree(model_dir, d)
+    model = load_verified(d, key=TEST_KEY)
+    X = model.whitener.inverse_transform(np.random.default_rng(1).standard_normal((120, 9)))
+    result = certify_model(model, X, np.arange(120), SMALL_CERTIFY)
+    target = max(result.points, key=lambda p: (p.k_cand, p.ef_search))
+    forced = result.model_copy(update={"chosen": target})
+    apply_operating_point(d, forced, TEST_KEY)
+    reloaded = load_verified(d, key=TEST_KEY)
+    assert reloaded.index.ef_search == target.ef_search
+    assert reloaded.spec.params.k_cand == target.k_cand
+    assert load_manifest(d)["certification"]["chosen"]["k_cand"] == target.k_cand
+
+
+def test_drift_reference_reproduces_psi_on_the_training_features(trained, model_dir):
+    ref = DriftReference.load(model_dir / "drift_reference.json")
+    assert ref.names[:-1] == list(trained.report.feature_names) and ref.names[-1] == RADIUS_KEY
+    X = load_training_dataset(small_config().data).X
+    j = 0
+    inc = ref.incremental_psi(ref.names[j]).update(X[:, j])
+    assert inc.value == pytest.approx(psi(X[:, j], X[:, j]), abs=1e-12)
+    assert inc.value < 1e-9
+    shifted = ref.incremental_psi(ref.names[j]).update(X[:, j] + 3 * X[:, j].std())
+    assert shifted.value > 1.0
+    ks = ref.incremental_ks(ref.names[j]).update(X[:, j])
+    assert ks.value < 0.01
