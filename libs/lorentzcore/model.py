@@ -71,6 +71,15 @@ class ModelSpec(BaseModel):
     schema_hash: str
     n_train: int
     dim: int
+    #: Features the model uses (True) in feature_names order. A feature that is constant
+    #: in training carries no information, and whitening it would turn any live variation
+    #: into an enormous, meaningless distance; such features are masked out. None = all.
+    feature_mask: tuple[bool, ...] | None = None
+
+    @property
+    def used_dim(self) -> int:
+        return self.dim if self.feature_mask is None else sum(self.feature_mask)
+
     kernel: KernelConfig = KernelConfig()
     params: ScorerParams = ScorerParams()
     extra: dict[str, Any] = Field(default_factory=dict)
@@ -116,8 +125,11 @@ class AnalogModel:
         if not np.all((y >= 0) & (y <= 1)):
             raise ValueError("labels must lie in [0, 1]")
         params = params or ScorerParams()
-        whitener = Whitener.fit(X64, shrinkage=shrinkage)
-        Z = whitener.transform(X64).astype(np.float32)
+        mask = informative_features(X64)
+        if not mask.any():
+            raise ValueError("every feature is constant in the training data")
+        whitener = Whitener.fit(X64[:, mask], shrinkage=shrinkage)
+        Z = whitener.transform(X64[:, mask]).astype(np.float32)
         if params.lift_scale is None:
             median_norm = float(np.median(np.linalg.norm(Z.astype(np.float64), axis=1)))
             scale = 1.0 / median_norm if median_norm > 0 else 1.0
@@ -139,6 +151,7 @@ class AnalogModel:
             schema_hash=schema_hash,
             n_train=len(X64),
             dim=X64.shape[1],
+            feature_mask=None if mask.all() else tuple(bool(m) for m in mask),
             kernel=kernel or KernelConfig(),
             params=params,
             extra=extra or {},
@@ -174,12 +187,21 @@ class AnalogModel:
         labels = _load_array(d / LABELS_FILE, np.float32, spec.n_train)
         times = _load_array(d / TIMES_FILE, np.int64, spec.n_train)
         index = AnnIndex.load(d / ANN_DIR)
-        if whitener.dim != spec.dim or index.dim != spec.dim or index.count != spec.n_train:
+        used = spec.used_dim
+        if whitener.dim != used or index.dim != used or index.count != spec.n_train:
             raise ModelArtifactError(
                 f"{d}: dims disagree (spec {spec.dim}x{spec.n_train}, whitener {whitener.dim}, "
                 f"index {index.dim}x{index.count})"
             )
         return cls(spec, whitener, index, labels, times, d)
+
+
+def informative_features(X: NDArray[np.float64], rel_tol: float = 1e-9) -> NDArray[np.bool_]:
+    """Columns whose robust spread (MAD) is not negligible next to their level."""
+    med = np.median(X, axis=0)
+    mad = np.median(np.abs(X - med), axis=0)
+    spread = np.where(mad > 0, mad, X.std(axis=0))
+    return spread > rel_tol * np.maximum(1.0, np.abs(med))
 
 
 def _load_array(path: Path, dtype: type, n: int) -> NDArray:

@@ -122,6 +122,8 @@ class Scorer:
         self._times = model.times
         self._scale = float(self.params.lift_scale or 1.0)
         self._no_sin = np.zeros(0)
+        mask = model.spec.feature_mask
+        self._mask = None if mask is None else np.asarray(mask, dtype=bool)
 
     @property
     def model_id(self) -> str:
@@ -143,6 +145,8 @@ class Scorer:
         return kc
 
     def _whiten(self, x: NDArray) -> NDArray[np.float32]:
+        if self._mask is not None:
+            x = x[self._mask]
         with np.errstate(over="ignore", invalid="ignore"):
             z = self.model.whitener.transform(x.astype(np.float32, copy=False))
         if np.isfinite(z).all():

@@ -25,12 +25,16 @@ def build(settings: RiskSettings | None = None) -> ServiceRunner:
             checkpoints=CheckpointStore(redis, NAME, s.redis_prefix),
             signals_topic=s.signals_topic,
             bars_topic=s.bars_topic,
+            features_topic=s.features_topic,
             outcomes_topic=s.outcomes_topic,
             control_topic=s.control_topic,
             horizon_bars=s.horizon_bars,
             cost_bp=s.cost_bp,
             winrate_window=s.winrate_window,
             checkpoint_interval_s=s.checkpoint_interval_s,
+            guard=s.rollout_guard,
+            registry_root=s.registry_root,
+            drift_window=s.drift_window,
             metrics=metrics,
         )
         parts["proc"] = proc
@@ -40,12 +44,12 @@ def build(settings: RiskSettings | None = None) -> ServiceRunner:
         proc = parts.get("proc")
         if proc is None:
             return {}
-        return {"counts": dict(proc.counts), "winrates": proc.winrate_doc()}
+        return {"counts": dict(proc.counts), **proc.status()}
 
     return ServiceRunner(
         "risk-supervisor",
         s,
-        topics=[s.signals_topic, s.bars_topic],
+        topics=[s.signals_topic, s.bars_topic, s.features_topic],
         processor_factory=factory,
         registry=registry,
         info=info,

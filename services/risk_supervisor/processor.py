@@ -1,16 +1,20 @@
-"""Risk supervision stream logic: label outcomes, keep win rates per route, forward audit.
+"""Risk supervision stream logic: outcomes, win rates, drift, guards, audit forwarding.
 
 - Outcomes: each signal is labelled by its markout after `horizon` bars net of a cost
-  (geodesic.risk.outcomes); outcomes go to outcomes.v1.
-- Win rates per route (active = baseline, canary) over a rolling window, with Wilson
-  bounds, published to Redis (risk:winrate) where guards and operators read them.
+  (geodesic.risk.outcomes) and published to outcomes.v1.
+- Guards: outcomes, feature vectors, bars and the shadow's parity count feed a
+  SupervisorState (geodesic.risk.supervisor); every `eval_interval_s` it is evaluated
+  against the live control snapshot and its actions (rollback, REDUCING/HALTED) are
+  executed through the control plane, each audited with the guard's reason.
 - Audit forwarding: every control-plane change is appended to the Redis audit stream by
-  whoever made it; the supervisor forwards each entry to control.events exactly in order,
+  whoever made it; the supervisor forwards each entry to control.events in order,
   checkpointing the last stream id with its own state.
 
-State spans both input topics, so it is checkpointed whole (one key) with every
+State spans several input topics, so it is checkpointed whole (one key) with every
 partition's next offset; a restart seeks there and resumes without double counting.
 Checkpoints may be throttled safely: an older (state, offsets) pair is still consistent.
+Drift windows and volatility history are not checkpointed: they refill from the stream
+within one window after a restart (the guards answer insufficient_data meanwhile).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -26,16 +31,21 @@ from aiokafka import ConsumerRecord, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import ValidationError
 
-from geodesic.contracts import Bar, ControlEvent, ScoredSignal
+from geodesic.contracts import Bar, ControlEvent, FeatureVector, ScoredSignal
+from geodesic.control import ControlPlane, ControlSnapshot
 from geodesic.control.keys import Keys
+from geodesic.lifecycle.drift import DRIFT_FILE, DriftReference
+from geodesic.risk.guards import RolloutGuardConfig
 from geodesic.risk.outcomes import MarkoutLabeler
+from geodesic.risk.supervisor import DriftMonitor, Rollback, SetTradingState, SupervisorState
 from geodesic.risk.winrate import RollingWinRate
 from geodesic.runtime.checkpoint import CheckpointStore
 from geodesic.runtime.pipeline import Output
+from lorentzcore.metrics import expected_calibration_error
 
 log = logging.getLogger(__name__)
-ROUTES = ("active", "canary")
 STATE_NAME = "supervisor"
+ACTOR = "risk-supervisor"
 
 
 class RiskMetrics:
@@ -48,6 +58,19 @@ class RiskMetrics:
         self.winrate_canary = Gauge("winrate_canary", "rolling win rate, canary", registry=r)
         self.sample_active = Gauge("sample_active", "outcomes in the active window", registry=r)
         self.sample_canary = Gauge("sample_canary", "outcomes in the canary window", registry=r)
+        self.psi = Gauge("psi", "windowed PSI vs the model reference", ["feature"], registry=r)
+        self.ks = Gauge("ks", "windowed KS vs the model reference", ["feature"], registry=r)
+        self.psi_level = Gauge(
+            "psi_alarm_level", "sample-size-aware PSI level", ["feature"], registry=r
+        )
+        self.ece = Gauge("ece", "expected calibration error, active route", registry=r)
+        self.guard = Gauge(
+            "guard_verdict", "1 when a guard wants action", ["guard", "verdict"], registry=r
+        )
+        self.rollbacks = Counter("rollback_total", "automatic rollbacks", registry=r)
+        self.mode_switches = Counter("mode_switch_total", "mode switches", registry=r)
+        self.halts = Counter("halt_total", "trading-state escalations", ["state"], registry=r)
+        self.kill_switch = Gauge("kill_switch_active", "global kill switch on", registry=r)
         self.forwarded = Counter("control_events_forwarded_total", "audit entries sent", registry=r)
         self.invalid = Counter("risk_invalid_input_total", "records skipped", registry=r)
 
@@ -65,6 +88,10 @@ def audit_to_event(entry_id: str, fields: dict[str, str]) -> ControlEvent:
     )
 
 
+def _text(x: bytes | str) -> str:
+    return x.decode() if isinstance(x, bytes) else x
+
+
 class RiskProcessor:
     def __init__(
         self,
@@ -74,45 +101,61 @@ class RiskProcessor:
         checkpoints: CheckpointStore,
         signals_topic: str,
         bars_topic: str,
+        features_topic: str,
         outcomes_topic: str,
         control_topic: str,
         horizon_bars: int,
         cost_bp: float,
         winrate_window: int,
         checkpoint_interval_s: float,
+        guard: RolloutGuardConfig,
+        registry_root: Path,
+        drift_window: int,
         metrics: RiskMetrics,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.redis = redis
         self.keys = Keys(prefix)
+        self.plane = ControlPlane(redis, prefix)
         self.checkpoints = checkpoints
         self.signals_topic = signals_topic
         self.bars_topic = bars_topic
+        self.features_topic = features_topic
         self.outcomes_topic = outcomes_topic
         self.control_topic = control_topic
         self.labeler = MarkoutLabeler(horizon_bars=horizon_bars, cost_bp=cost_bp)
         self.window = winrate_window
-        self.winrates = {r: RollingWinRate(winrate_window) for r in ROUTES}
+        self.guard = guard
+        self.state = SupervisorState(guard, winrate_window=winrate_window)
+        self.registry_root = Path(registry_root)
+        self.drift_window = drift_window
+        self.calibration: list[tuple[float, bool]] = []
         self.audit_last_id = "0-0"
         self.metrics = metrics
         self.interval = checkpoint_interval_s
         self.clock = clock
+        self.snapshot_view: ControlSnapshot | None = None
         self._last_checkpoint = float("-inf")
+        self._last_eval = float("-inf")
         self._dirty = False
-        self.counts = {"signals": 0, "bars": 0, "outcomes": 0, "forwarded": 0}
+        self.actions_taken: list[dict[str, Any]] = []
+        self.counts = {"signals": 0, "bars": 0, "features": 0, "outcomes": 0, "forwarded": 0}
 
     # ---- state ---------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
         return {
             "labeler": self.labeler.snapshot(),
-            "winrates": {r: w.snapshot() for r, w in self.winrates.items()},
+            "winrates": [
+                [route, model, wr.snapshot()] for (route, model), wr in self.state.winrates.items()
+            ],
             "audit_last_id": self.audit_last_id,
         }
 
     def restore(self, state: dict[str, Any]) -> None:
         self.labeler.restore(state["labeler"])
-        self.winrates = {
-            r: RollingWinRate.restore(state["winrates"].get(r, []), self.window) for r in ROUTES
+        self.state.winrates = {
+            (route, model): RollingWinRate.restore(values, self.window)
+            for route, model, values in state.get("winrates", [])
         }
         self.audit_last_id = state.get("audit_last_id", "0-0")
 
@@ -141,16 +184,19 @@ class RiskProcessor:
         out: list[Output] = []
         self._dirty = True
         for rec in records:
+            raw = rec.value or b""
             try:
                 if tp.topic == self.signals_topic:
-                    sig = ScoredSignal.model_validate_json(rec.value or b"")
-                    self.counts["signals"] += 1
-                    if sig.model_id == "none" or "model_unavailable" in sig.reasons:
-                        continue
-                    outcomes = self.labeler.on_signal(sig)
-                else:
+                    outcomes = self._on_signal(ScoredSignal.model_validate_json(raw))
+                elif tp.topic == self.bars_topic:
+                    bar = Bar.model_validate_json(raw)
                     self.counts["bars"] += 1
-                    outcomes = self.labeler.on_bar(Bar.model_validate_json(rec.value or b""))
+                    self.state.on_bar(bar)
+                    outcomes = self.labeler.on_bar(bar)
+                else:
+                    self.counts["features"] += 1
+                    self.state.on_features(FeatureVector.model_validate_json(raw))
+                    outcomes = []
             except ValidationError as exc:
                 self.metrics.invalid.inc()
                 log.warning("risk supervisor skipped a record on %s: %s", tp.topic, exc)
@@ -158,24 +204,117 @@ class RiskProcessor:
             for o in outcomes:
                 self.counts["outcomes"] += 1
                 self.metrics.outcomes.labels(route=o.route).inc()
-                if o.win is not None:
-                    self.winrates[o.route].add(o.win)
+                self.state.on_outcome(o)
+                if o.route == "active" and o.prob_up is not None:
+                    self.calibration.append((o.prob_up, o.exit_price > o.entry_price))
+                    self.calibration = self.calibration[-self.window :]
                 out.append(Output(self.outcomes_topic, o.symbol.encode(), o.to_bytes()))
-        self._update_gauges()
         return out
 
+    def _on_signal(self, sig: ScoredSignal) -> list:
+        self.counts["signals"] += 1
+        if sig.model_id == "none" or "model_unavailable" in sig.reasons:
+            return []
+        return self.labeler.on_signal(sig)
+
     async def on_idle(self, now_ns: int) -> list[Output]:
+        out = await self._forward_audit()
+        if self.clock() - self._last_eval >= self.guard.eval_interval_s:
+            self._last_eval = self.clock()
+            await self.run_guards(now_ns)
+        return out
+
+    # ---- guards --------------------------------------------------------------------
+    async def run_guards(self, now_ns: int) -> None:
+        snap = await self.plane.snapshot()
+        self.snapshot_view = snap
+        self.metrics.kill_switch.set(1 if snap.kill_global else 0)
+        self._ensure_drift_monitor(snap.active)
+        raw = await self.redis.get(self.keys.service_state("shadow", "stats"))
+        if raw:
+            self.state.on_parity_failures(int(json.loads(raw).get("parity_fail", 0)))
+        for action in self.state.evaluate(snap, now_ns):
+            await self._apply(action, snap)
+        self._update_gauges(snap)
+
+    def _ensure_drift_monitor(self, model_id: str | None) -> None:
+        current = self.state.drift
+        if current is not None and current.model_id == model_id:
+            return
+        self.state.set_drift_monitor(None)
+        if not model_id:
+            return
+        path = self.registry_root / model_id / DRIFT_FILE
+        if not path.is_file():
+            log.info("model %s has no %s: drift guard inactive", model_id, DRIFT_FILE)
+            return
+        try:
+            ref = DriftReference.load(path)
+            self.state.set_drift_monitor(
+                DriftMonitor.from_reference(model_id, ref, window=self.drift_window)
+            )
+        except (OSError, ValueError, KeyError) as exc:
+            log.error("drift reference %s unusable: %s", path, exc)
+
+    async def _apply(self, action: Rollback | SetTradingState, snap: ControlSnapshot) -> None:
+        d = action.decision
+        reason = f"{d.guard}: {action.reason}"
+        if isinstance(action, Rollback):
+            await self.plane.rollback(actor=ACTOR, reason=reason, cooldown_s=self.guard.cooldown_s)
+            await self.plane.record_mode_switch(
+                actor=ACTOR,
+                reason=reason,
+                before=snap.rollout.mode if snap.rollout.mode != "disabled" else "active",
+                after="disabled" if snap.rollout.mode != "disabled" else "previous",
+            )
+            self.metrics.rollbacks.inc()
+            self.metrics.mode_switches.inc()
+        else:
+            await self.plane.set_trading_state(
+                action.state, actor=ACTOR, reason=reason, symbol=action.symbol
+            )
+            self.metrics.halts.labels(state=action.state.value).inc()
+        self.actions_taken.append(
+            {
+                "action": type(action).__name__,
+                "guard": d.guard,
+                "reason": action.reason,
+                "symbol": getattr(action, "symbol", None),
+            }
+        )
+        log.warning("guard action %s: %s", type(action).__name__, reason)
+
+    def _update_gauges(self, snap: ControlSnapshot) -> None:
+        m = self.metrics
+        a = self.state.winrate("active", snap.active).value()
+        c = self.state.winrate("canary", snap.rollout.candidate).value()
+        if a.rate is not None:
+            m.winrate_active.set(a.rate)
+        if c.rate is not None:
+            m.winrate_canary.set(c.rate)
+        m.sample_active.set(a.n)
+        m.sample_canary.set(c.n)
+        if self.state.drift is not None:
+            for dr in self.state.drift.drifts(self.guard):
+                if dr.n:
+                    m.psi.labels(feature=dr.feature).set(dr.psi)
+                    m.ks.labels(feature=dr.feature).set(dr.ks)
+                    m.psi_level.labels(feature=dr.feature).set(dr.psi_level)
+        if len(self.calibration) >= 20:
+            probs = [p for p, _ in self.calibration]
+            ups = [int(u) for _, u in self.calibration]
+            m.ece.set(expected_calibration_error(ups, probs))
+        m.guard.clear()
+        for d in self.state.last_decisions.values():
+            m.guard.labels(guard=d.guard, verdict=d.verdict).set(1)
+
+    async def _forward_audit(self) -> list[Output]:
         """Forward new audit entries to control.events, in stream order."""
         rows = await self.redis.xrange(self.keys.audit, min=f"({self.audit_last_id}", count=200)
         out = []
         for entry_id, fields in rows:
-            eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-            f = {
-                (k.decode() if isinstance(k, bytes) else k): (
-                    v.decode() if isinstance(v, bytes) else v
-                )
-                for k, v in fields.items()
-            }
+            eid = _text(entry_id)
+            f = {_text(k): _text(v) for k, v in fields.items()}
             try:
                 event = audit_to_event(eid, f)
             except ValidationError as exc:
@@ -188,18 +327,36 @@ class RiskProcessor:
             self._dirty = True
         return out
 
-    def _update_gauges(self) -> None:
-        a, c = self.winrates["active"].value(), self.winrates["canary"].value()
-        if a.rate is not None:
-            self.metrics.winrate_active.set(a.rate)
-        if c.rate is not None:
-            self.metrics.winrate_canary.set(c.rate)
-        self.metrics.sample_active.set(a.n)
-        self.metrics.sample_canary.set(c.n)
+    # ---- reporting -----------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        snap = self.snapshot_view
+        doc: dict[str, Any] = {
+            "guards": {k: v.__dict__ for k, v in self.state.last_decisions.items()}
+        }
+        if snap is not None:
+            doc["winrates"] = {
+                "active": self.state.winrate("active", snap.active).value().__dict__,
+                "canary": self.state.winrate("canary", snap.rollout.candidate).value().__dict__,
+            }
+        if self.state.drift is not None:
+            doc["drift"] = {
+                d.feature: {
+                    "n": d.n,
+                    "psi": d.psi,
+                    "psi_level": d.psi_level,
+                    "ks": d.ks,
+                    "ks_level": d.ks_level,
+                }
+                for d in self.state.drift.drifts(self.guard)
+            }
+        doc["actions"] = self.actions_taken[-20:]
+        return doc
 
-    def winrate_doc(self) -> dict[str, dict]:
-        return {r: self.winrates[r].value().__dict__ for r in ROUTES}
+    def winrate_doc(self) -> dict[str, Any]:
+        return self.status().get("winrates", {})
 
     async def publish_winrates(self) -> None:
-        mapping = {r: json.dumps(v) for r, v in self.winrate_doc().items()}
-        await self.redis.hset(self.keys.service_state("risk", "winrate"), mapping=mapping)
+        status = self.status()
+        await self.redis.set(
+            self.keys.service_state("risk", "status"), json.dumps(status, default=str)
+        )

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
 from pydantic_settings import SettingsConfigDict
 
+from geodesic.risk.guards import RolloutGuardConfig
 from geodesic.runtime.service import ServiceSettings
 
 
@@ -15,9 +18,16 @@ class RiskSettings(ServiceSettings):
 
     signals_topic: str = "signals.scored"
     bars_topic: str = "md.bars"
+    features_topic: str = "features.v1"
     outcomes_topic: str = "outcomes.v1"
     control_topic: str = "control.events"
     horizon_bars: int = Field(default=1, ge=1)
     cost_bp: float = Field(default=1.0, ge=0)
     winrate_window: int = Field(default=500, ge=10)
     checkpoint_interval_s: float = Field(default=1.0, ge=0)
+    drift_window: int = Field(default=500, ge=20)
+    registry_root: Path = Field(
+        default=Path("models/registry"),
+        validation_alias=AliasChoices("GEODESIC_MODEL_REGISTRY", "registry_root"),
+    )
+    rollout_guard: RolloutGuardConfig = Field(default_factory=RolloutGuardConfig)

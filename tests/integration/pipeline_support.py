@@ -18,6 +18,7 @@ from collector.settings import CollectorSettings
 from feature.app import build as build_feature
 from feature.settings import FeatureSettings
 from geodesic.features import FEATURE_NAMES, SCHEMA_HASH
+from geodesic.risk.guards import RolloutGuardConfig
 from geodesic.runtime.kafka import KafkaSettings, make_consumer
 from geodesic.runtime.service import ServiceRunner
 from geodesic.stack.topics import TopicShape, delete_topics, ensure_topics
@@ -108,6 +109,7 @@ def build_pipeline(
     *,
     bar_seconds: int = 1,
     grace_s: float = 0.3,
+    guard: RolloutGuardConfig | None = None,
 ) -> Pipeline:
     common = dict(kafka=kafka, redis_url=redis_url, redis_prefix=prefix, http_port=0)
     group = f"g-{uuid.uuid4().hex[:6]}"
@@ -150,9 +152,12 @@ def build_pipeline(
                 group_id=f"{group}-risk",
                 signals_topic=topics.signals,
                 bars_topic=topics.bars,
+                features_topic=topics.features,
                 outcomes_topic=topics.outcomes,
                 control_topic=topics.control,
+                registry_root=registry,
                 checkpoint_interval_s=0.0,
+                rollout_guard=guard or RolloutGuardConfig(),
             )
         ),
     )

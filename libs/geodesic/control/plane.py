@@ -203,6 +203,12 @@ class ControlPlane:
         after = {"active": after_active, "rollout": "disabled", "cooldown_until_ns": until}
         return await self._commit("ROLLBACK", actor, reason, before, after, ops)
 
+    async def record_mode_switch(
+        self, *, actor: str, reason: str, before: str, after: str
+    ) -> dict[str, str]:
+        """An audit-only entry: the serving mode changed (e.g. canary -> disabled)."""
+        return await self._commit("MODE_SWITCH", actor, reason, before, after, [])
+
     async def clear_cooldown(self, *, actor: str, reason: str) -> dict[str, str]:
         before = (await self.snapshot()).cooldown_until_ns
         return await self._commit(

@@ -184,3 +184,25 @@ def test_fitted_lift_scale_puts_the_median_state_at_radius_one(planted):
     scale = model.spec.params.lift_scale
     Z = np.asarray(model.index.vector_store, dtype=np.float64)
     assert np.median(np.linalg.norm(Z, axis=1)) * scale == pytest.approx(1.0, rel=1e-4)
+
+
+def test_a_feature_constant_in_training_is_masked_and_cannot_dominate_live_distances(tmp_path):
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((1500, 4))
+    X[:, 2] = 2.0  # e.g. a spread that training data could not vary
+    y = (X[:, 0] > 0).astype(np.float32)
+    model = AnalogModel.fit(
+        X,
+        y,
+        np.arange(1500),
+        directory=tmp_path / "m",
+        model_id="masked",
+        feature_names=("a", "b", "spread", "d"),
+        schema_hash="feedface00",
+        params=ScorerParams(k=8, k_cand=32),
+    )
+    assert model.spec.feature_mask == (True, True, False, True)
+    live = X[10].copy()
+    live[2] = 2.5  # live spread varies: must not matter
+    s = Scorer(AnalogModel.load(model.directory)).score(live, 10)
+    assert 10 in s.neighbor_ids and s.distances[0] < 1e-3
