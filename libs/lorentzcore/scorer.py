@@ -144,6 +144,10 @@ class Scorer:
             return max(k, kc // 2)
         return kc
 
+    def whiten(self, x: ArrayLike) -> NDArray[np.float32]:
+        """The whitened (masked) query the index sees, e.g. for recall sampling."""
+        return self._whiten(np.asarray(x, dtype=np.float64))
+
     def _whiten(self, x: NDArray) -> NDArray[np.float32]:
         if self._mask is not None:
             x = x[self._mask]

@@ -10,6 +10,7 @@ can drop the repeat.
 from __future__ import annotations
 
 import base64
+import logging
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -26,6 +27,7 @@ from geodesic.serving import ModelCache, decide
 from lorentzcore.scorer import STAGES, NonFiniteInputError
 from lorentzcore.tuning import RecallTuner
 
+log = logging.getLogger(__name__)
 LATENCY_BUCKETS_MS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 25, 50, 100, 250, 1000, 5000)
 
 
@@ -98,7 +100,11 @@ class ScorerProcessor(StatelessProcessor):
     async def process(self, tp: TopicPartition, records: Sequence[ConsumerRecord]) -> list[Output]:
         out: list[Output] = []
         for rec in records:
-            out.append(self.handle(tp, rec))
+            try:
+                out.append(self.handle(tp, rec))
+            except Exception as exc:  # one bad event must never stop the scorer
+                log.exception("scorer failed on %s@%s", tp, rec.offset)
+                out.append(self._reject("processing_error", repr(exc)[:200], tp, rec))
         return out
 
     def handle(self, tp: TopicPartition, rec: ConsumerRecord) -> Output:
@@ -192,7 +198,7 @@ class ScorerProcessor(StatelessProcessor):
             m.abstain.inc()
         if self.sample_rate > 0 and self._rng.random() < self.sample_rate:
             tuner = self.tuner_for(scorer)
-            tuner.observe(scorer.model.whitener.transform(x))
+            tuner.observe(scorer.whiten(x))
 
     def tuner_for(self, scorer) -> RecallTuner:  # noqa: ANN001
         tuner = self.tuners.get(scorer.model_id)

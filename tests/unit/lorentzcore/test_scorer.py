@@ -206,3 +206,22 @@ def test_a_feature_constant_in_training_is_masked_and_cannot_dominate_live_dista
     live[2] = 2.5  # live spread varies: must not matter
     s = Scorer(AnalogModel.load(model.directory)).score(live, 10)
     assert 10 in s.neighbor_ids and s.distances[0] < 1e-3
+
+
+def test_public_whiten_applies_the_feature_mask(tmp_path):
+    rng = np.random.default_rng(6)
+    X = rng.standard_normal((500, 3))
+    X[:, 1] = 1.0
+    model = AnalogModel.fit(
+        X,
+        (X[:, 0] > 0).astype(np.float32),
+        np.arange(500),
+        directory=tmp_path / "m",
+        model_id="w",
+        feature_names=("a", "b", "c"),
+        schema_hash="feedface01",
+        params=ScorerParams(k=4, k_cand=16),
+    )
+    z = Scorer(model).whiten(X[0])
+    assert z.shape == (2,) and z.dtype == np.float32
+    np.testing.assert_array_equal(z, model.index.get_vectors([0])[0])
