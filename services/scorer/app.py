@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 from geodesic.control import ControlSnapshot, ControlWatcher
 from geodesic.runtime.service import ServiceRunner
 from geodesic.serving import ModelCache
+from geodesic.serving.models import model_loader
 from scorer.processor import ScorerMetrics, ScorerProcessor
 from scorer.settings import ScorerSettings
 
@@ -22,7 +23,11 @@ def build(settings: ScorerSettings | None = None) -> ServiceRunner:
     s = settings or ScorerSettings()
     registry = CollectorRegistry()
     metrics = ScorerMetrics(registry)
-    models = ModelCache(s.registry_root, degrade_budget_ms=s.degrade_budget_ms)
+    models = ModelCache(
+        s.registry_root,
+        loader=model_loader(s.verify_models),
+        degrade_budget_ms=s.degrade_budget_ms,
+    )
     parts: dict = {}
 
     def on_change(snap: ControlSnapshot) -> None:

@@ -22,6 +22,10 @@ class ScorerSettings(ServiceSettings):
         default=Path("models/registry"),
         validation_alias=AliasChoices("GEODESIC_MODEL_REGISTRY", "registry_root"),
     )
+    verify_models: bool = Field(
+        default=True,
+        description="Refuse models whose signature, file hashes or schema_hash do not match.",
+    )
     control_poll_interval_s: float = Field(default=0.5, gt=0)
     control_staleness_s: float = Field(
         default=2.0, gt=0, description="Fail closed when the control plane is older than this."

@@ -10,6 +10,7 @@ from geodesic.control import ControlSnapshot, ControlWatcher
 from geodesic.control.keys import Keys
 from geodesic.runtime.service import ServiceRunner
 from geodesic.serving import ModelCache
+from geodesic.serving.models import model_loader
 from shadow.processor import ShadowMetrics, ShadowProcessor, stats_json
 from shadow.settings import ShadowSettings
 
@@ -20,7 +21,7 @@ def build(settings: ShadowSettings | None = None) -> ServiceRunner:
     s = settings or ShadowSettings()
     registry = CollectorRegistry()
     metrics = ShadowMetrics(registry)
-    models = ModelCache(s.registry_root)
+    models = ModelCache(s.registry_root, loader=model_loader(s.verify_models))
     parts: dict = {}
     stats_key = Keys(s.redis_prefix).service_state(NAME, "stats")
 

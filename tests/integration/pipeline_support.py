@@ -18,6 +18,7 @@ from collector.settings import CollectorSettings
 from feature.app import build as build_feature
 from feature.settings import FeatureSettings
 from geodesic.features import FEATURE_NAMES, SCHEMA_HASH
+from geodesic.lifecycle.registry import sign_model
 from geodesic.risk.guards import RolloutGuardConfig
 from geodesic.runtime.kafka import KafkaSettings, make_consumer
 from geodesic.runtime.service import ServiceRunner
@@ -75,7 +76,7 @@ def fit_model(registry: Path, model_id: str, seed: int = 0, n: int = 3000) -> An
     d = len(FEATURE_NAMES)
     X = rng.standard_normal((n, d))
     y = (X[:, 0] + 0.5 * rng.standard_normal(n) > 0).astype(np.float32)
-    return AnalogModel.fit(
+    model = AnalogModel.fit(
         X,
         y,
         np.arange(n),
@@ -86,6 +87,8 @@ def fit_model(registry: Path, model_id: str, seed: int = 0, n: int = 3000) -> An
         kernel=KernelConfig(period=5.0),
         params=ScorerParams(k=16, k_cand=64),
     )
+    sign_model(model)  # the services verify signatures, like in production
+    return model
 
 
 @dataclass

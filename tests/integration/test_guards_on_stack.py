@@ -16,6 +16,7 @@ from geodesic.control import ControlPlane, Rollout
 from geodesic.control.plane import CooldownActiveError
 from geodesic.features import FEATURE_NAMES, SCHEMA_HASH, compute_features_batch
 from geodesic.lifecycle.drift import DRIFT_FILE, drift_reference
+from geodesic.lifecycle.registry import sign_model
 from geodesic.marketdata import BarSeries, load_dataset
 from geodesic.marketdata.replay import ReplayConfig, backfill_start_ns, interleave, replay_ticks
 from geodesic.marketdata.synthetic import SyntheticConfig, generate_market
@@ -55,7 +56,7 @@ def fit(
     X, y = np.vstack(Xs), np.concatenate(ys)
     if invert:
         y = 1.0 - y
-    AnalogModel.fit(
+    model = AnalogModel.fit(
         X,
         y,
         np.concatenate(ts),
@@ -68,6 +69,7 @@ def fit(
     )
     ref_X = np.vstack([features_and_labels(p)[0] for p in (drift_from or parts)])
     (registry / model_id / DRIFT_FILE).write_text(json.dumps(drift_reference(ref_X, FEATURE_NAMES)))
+    sign_model(model)  # the drift reference is part of the signed artifact set
 
 
 async def publish(kafka, topic, series_list, t0_ns: int, seq_start: int = 0) -> None:

@@ -12,6 +12,7 @@ from pipeline_support import TopicReader, Topics, build_pipeline, feature_settin
 from geodesic.contracts import Bar, FeatureVector, ScoredSignal
 from geodesic.control import ControlPlane, Rollout, route_for
 from geodesic.features import WARMUP_BARS
+from geodesic.lifecycle.registry import sign_model
 from geodesic.marketdata import load_dataset
 from geodesic.marketdata.replay import ReplayConfig, backfill_start_ns, interleave, replay_ticks
 from geodesic.runtime.kafka import make_producer
@@ -108,20 +109,22 @@ async def test_canary_routes_a_deterministic_fraction_and_a_promotion_hot_reload
 
 
 async def test_scorer_refuses_a_model_whose_schema_differs_from_the_features(env, kafka_settings):
-    _pipe, topics, reader, plane, registry = env
+    pipe, topics, reader, plane, registry = env
     model = AnalogModel.load(registry / "m-a")
     other = model.spec.model_copy(update={"model_id": "m-bad", "schema_hash": "0000ffff0000ffff"})
     bad_dir = registry / "m-bad"
     shutil.copytree(registry / "m-a", bad_dir)
     (bad_dir / "model.json").write_text(other.model_dump_json(indent=2))
+    sign_model(AnalogModel.load(bad_dir))  # validly signed, but for other features
     await plane.promote("m-bad", actor="test", reason="bad schema")
     n = WARMUP_BARS + 3
-    await publish(
-        kafka_settings, topics.raw, ticks(n, 3000, backfill_start_ns(time.time_ns(), 1, n + 5))
-    )
+    t0 = backfill_start_ns(time.time_ns(), 1, n + 5)
+    await publish(kafka_settings, topics.raw, ticks(n, 3000, t0))
     await reader.wait_for(lambda: len(reader.records[topics.signals]) >= 8, 30, "signals")
     signals = parse(reader.records[topics.signals], ScoredSignal)
-    assert all(not s.tradable and "schema_mismatch" in s.reasons for s in signals)
+    assert all(not s.tradable and "model_unavailable" in s.reasons for s in signals)
+    failure = pipe.scorer.processor.models.failure("m-bad")  # type: ignore[union-attr]
+    assert failure is not None and "schema_hash" in failure
 
 
 async def test_feature_service_restarted_mid_stream_loses_no_bar(

@@ -25,6 +25,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -308,3 +309,24 @@ def list_models(registry_root: Path) -> list[str]:
     if not root.is_dir():
         return []
     return sorted(p.name for p in root.iterdir() if p.is_dir() and (p / MANIFEST_FILE).is_file())
+
+
+def sign_model(model: AnalogModel, key: SigningKey | None = None) -> dict[str, Any]:
+    """Sign a model directory in place (for tools and tests that fit outside `train`).
+
+    The manifest carries what verification compares with the model spec; models from
+    `geodesic train` also carry the fold report and gate results.
+    """
+    d = Path(model.directory)
+    key = key or resolve_signing_key(dev_key_path_for_model(d), create=True)
+    spec = model.spec
+    fields = {
+        "model_id": spec.model_id,
+        "created_at": datetime.now(UTC).isoformat(),
+        "schema_hash": spec.schema_hash,
+        "feature_names": list(spec.feature_names),
+        "parameters": spec.params.model_dump(mode="json"),
+    }
+    manifest = sign_model_dir(d, fields, key)
+    _make_readable(d)
+    return manifest

@@ -8,6 +8,7 @@ missing or fails verification is reported, not retried in a hot loop.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import OrderedDict
@@ -26,6 +27,21 @@ class ModelUnavailableError(RuntimeError):
 
 
 Loader = Callable[[Path], AnalogModel]
+
+
+def model_loader(verify: bool = True) -> Loader:
+    """Signature-, hash- and schema-checked loading (lifecycle.registry), or plain loading.
+
+    The check runs before any artifact is parsed: a tampered index.bin never reaches
+    hnswlib. Unverified loading exists for experiments only and is logged as such.
+    """
+    if not verify:
+        log.warning("model verification is OFF: unsigned artifacts will be served")
+        return AnalogModel.load
+    from geodesic.features import SCHEMA_HASH
+    from geodesic.lifecycle.registry import load_verified
+
+    return functools.partial(load_verified, expected_schema_hash=SCHEMA_HASH)
 
 
 class ModelCache:
