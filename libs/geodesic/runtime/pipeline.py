@@ -92,6 +92,8 @@ class _Rebalance(ConsumerRebalanceListener):
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         if revoked:
             await self._loop.processor.on_revoked(set(revoked))
+        if revoked:
+            await self._loop.commit(force=True)
         self._loop.stats.assigned -= set(revoked)
         for tp in revoked:
             self._loop._positions.pop(tp, None)
@@ -119,6 +121,7 @@ class StreamLoop:
         *,
         max_records: int = 500,
         poll_timeout_ms: int = 100,
+        commit_interval_ms: int = 250,
     ) -> None:
         self.consumer = consumer
         self.producer = producer
@@ -127,7 +130,10 @@ class StreamLoop:
         self.max_records = max_records
         self.poll_timeout_ms = poll_timeout_ms
         self.stats = LoopStats()
+        self.commit_interval_s = commit_interval_ms / 1000.0
         self._positions: dict[TopicPartition, int] = {}
+        self._committed: dict[TopicPartition, int] = {}
+        self._last_commit = 0.0
         self._stopping = asyncio.Event()
 
     def subscribe(self) -> None:
@@ -138,11 +144,40 @@ class StreamLoop:
 
     async def run(self) -> None:
         self.subscribe()
-        while not self._stopping.is_set():
-            batches = await self.consumer.getmany(
-                timeout_ms=self.poll_timeout_ms, max_records=self.max_records
-            )
-            await self.handle_batches(batches)
+        try:
+            while not self._stopping.is_set():
+                batches = await self.consumer.getmany(
+                    timeout_ms=self.poll_timeout_ms, max_records=self.max_records
+                )
+                await self.handle_batches(batches)
+        finally:
+            if self._stopping.is_set():
+                await self.commit(force=True)
+
+    async def commit(self, *, force: bool = False) -> None:
+        """Commit positions at most every commit_interval (and always when forced).
+
+        Offset commits are requests the broker must serve; stateful services resume from
+        their checkpoints anyway, and for stateless ones a later commit only widens the
+        window a crash replays (outputs carry deterministic ids, so replays are harmless).
+        """
+        now = time.monotonic()
+        if not force and now - self._last_commit < self.commit_interval_s:
+            return
+        due = {
+            tp: o
+            for tp, o in self._positions.items()
+            if tp in self.stats.assigned and self._committed.get(tp) != o
+        }
+        self._last_commit = now
+        if not due:
+            return
+        try:
+            await self.consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in due.items()})
+            self._committed.update(due)
+        except CommitFailedError as exc:
+            # partitions moved during the batch; the new owner resumes from checkpoints
+            log.warning("commit failed after rebalance: %s", exc)
 
     async def handle_batches(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         pending: list[asyncio.Future] = []
@@ -161,16 +196,11 @@ class StreamLoop:
         if pending:
             await asyncio.gather(*pending)
         if not batches and not n_out:
+            await self.commit()
             return
         positions = {tp: o for tp, o in self._positions.items() if tp in self.stats.assigned}
         await self.processor.checkpoint(positions)
-        if batches:
-            offsets = {tp: OffsetAndMetadata(o, "") for tp, o in positions.items()}
-            try:
-                await self.consumer.commit(offsets)
-            except CommitFailedError as exc:
-                # partitions moved during the batch; the new owner resumes from checkpoints
-                log.warning("commit failed after rebalance: %s", exc)
+        await self.commit()
         self.stats.batches += 1
         self.stats.outputs += n_out
         self.stats.last_batch_ns = time.time_ns()

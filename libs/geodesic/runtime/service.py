@@ -47,6 +47,7 @@ class ServiceSettings(BaseSettings):
     group_id: str = ""
     max_records: int = Field(default=500, ge=1)
     poll_timeout_ms: int = Field(default=100, ge=1)
+    commit_interval_ms: int = Field(default=250, ge=0)
     log_level: str = Field(
         default="INFO", validation_alias=AliasChoices("GEODESIC_LOG_LEVEL", "log_level")
     )
@@ -126,6 +127,7 @@ class ServiceRunner:
             self.topics,
             max_records=s.max_records,
             poll_timeout_ms=s.poll_timeout_ms,
+            commit_interval_ms=s.commit_interval_ms,
         )
         self.http = ServiceHttp(
             self.name, self.registry, self.info, self.ready, host=s.http_host, port=s.http_port
