@@ -86,6 +86,26 @@ def feature_names(params: FeatureParams) -> tuple[str, ...]:
     )
 
 
+def feature_lookbacks(params: FeatureParams) -> dict[str, int]:
+    """Bars of history each feature's value is built from.
+
+    Consecutive values of a feature computed over an L-bar window share L - 1 bars, so a
+    run of n consecutive values holds about n / L independent observations; drift tests
+    use this as their effective sample size.
+    """
+    names = feature_names(params)
+    looks = (
+        *params.horizons,
+        params.rvol_window,
+        params.pvol_window,
+        1,
+        params.rsi_window,
+        params.zscore_window,
+        1,  # volume z: today's volume against history; the current bar dominates
+    )
+    return dict(zip(names, looks, strict=True))
+
+
 def warmup_bars(params: FeatureParams) -> int:
     """Bars of history needed for the first vector (the longest lookback, current bar included)."""
     return max(

@@ -7,7 +7,9 @@ number that moves when the joint distribution moves):
   bins reach to -inf / +inf, as in ``lorentzcore.metrics``) for PSI;
 * ``quantiles`` at levels i / ``ks_grid`` (i = 0..ks_grid): a fine grid for KS. Used as a
   pseudo-sample it reproduces the reference CDF to within 1 / ks_grid;
-* mean, std, min, max, n for display.
+* mean, std, min, max, n for display;
+* ``lookback_bars``: the bars each value is built from (features.compute.feature_lookbacks);
+  n consecutive live values hold ~n / lookback independent observations.
 
 JSON only (floats round-trip exactly); :class:`DriftReference` turns an entry back into the
 streaming ``IncrementalPSI`` / ``IncrementalKS`` the risk supervisor runs.
@@ -24,6 +26,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from geodesic.features.compute import DEFAULT_PARAMS, feature_lookbacks
 from lorentzcore.constants import KS_GRID_BINS, PSI_DEFAULT_BINS
 from lorentzcore.metrics import IncrementalKS, IncrementalPSI, quantile_edges
 
@@ -65,6 +68,9 @@ def drift_reference(
     if not np.isfinite(Xa).all():
         raise ValueError("X must be finite")
     features = {name: _entry(Xa[:, j], bins, ks_grid) for j, name in enumerate(feature_names)}
+    lookbacks = feature_lookbacks(DEFAULT_PARAMS)
+    for name, entry in features.items():
+        entry["lookback_bars"] = int(lookbacks.get(name, 1))
     if whitened_radius is not None:
         features[RADIUS_KEY] = _entry(np.asarray(whitened_radius, dtype=np.float64), bins, ks_grid)
     return {

@@ -13,6 +13,9 @@ own ("insufficient_data"), never a fake 0.0 or a silent pass.
   large ones; this one does neither. `psi_limit` is the practical-significance floor.
   The chi-square law needs ~5 expected samples per bin, hence `drift_min_window` >= 20
   bins' worth by default (200 for deciles); below it the guard answers insufficient_data.
+  Consecutive values of a feature built over an L-bar window share L - 1 bars, so n is
+  replaced by the effective size n / L (features.compute.feature_lookbacks); persistence
+  beyond the window (volatility clustering) is left in, since a regime change is drift.
   Empty bins are floored at PSI_EPS (1e-4) of mass before the log (lorentzcore.metrics).
 - Drift, KS: alarm when KS > max(ks_limit, c(alpha) * sqrt((n + m) / (n m))), with
   c(alpha) = sqrt(-ln(alpha / 2) / 2). Per-feature alphas are Bonferroni-corrected.
@@ -104,12 +107,12 @@ def chi2_quantile(q: float, dof: int) -> float:
     return k * (1.0 - 2.0 / (9.0 * k) + z * math.sqrt(2.0 / (9.0 * k))) ** 3
 
 
-def psi_alarm_level(n: int, m: int, bins: int, alpha: float, psi_limit: float) -> float:
+def psi_alarm_level(n: float, m: int, bins: int, alpha: float, psi_limit: float) -> float:
     n_eff = 1.0 / (1.0 / n + 1.0 / m)
     return max(psi_limit, chi2_quantile(1.0 - alpha, bins - 1) / n_eff)
 
 
-def ks_alarm_level(n: int, m: int, alpha: float, ks_limit: float) -> float:
+def ks_alarm_level(n: float, m: int, alpha: float, ks_limit: float) -> float:
     c = math.sqrt(-math.log(alpha / 2.0) / 2.0)
     return max(ks_limit, c * math.sqrt((n + m) / (n * m)))
 

@@ -72,6 +72,7 @@ class DriftMonitor:
     ks: dict[str, IncrementalKS]
     ref_n: dict[str, int]
     bins: int
+    lookback: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_reference(cls, model_id: str, ref: object, window: int = 500) -> DriftMonitor:
@@ -83,6 +84,7 @@ class DriftMonitor:
             psi={n: ref.incremental_psi(n, window=window) for n in names},  # type: ignore[attr-defined]
             ks={n: ref.incremental_ks(n, window=window) for n in names},  # type: ignore[attr-defined]
             ref_n={n: int(ref.doc["features"][n]["n"]) for n in names},  # type: ignore[attr-defined]
+            lookback={n: int(ref.doc["features"][n].get("lookback_bars", 1)) for n in names},  # type: ignore[attr-defined]
             bins=int(ref.doc["psi_bins"]),  # type: ignore[attr-defined]
         )
 
@@ -101,14 +103,15 @@ class DriftMonitor:
                 out.append(FeatureDrift(name, 0, math.nan, math.inf, math.nan, math.inf))
                 continue
             m = self.ref_n[name]
+            n_eff = max(1.0, n / max(1, self.lookback.get(name, 1)))
             out.append(
                 FeatureDrift(
                     name,
                     n,
                     float(mon.value),
-                    psi_alarm_level(n, m, self.bins, alpha, cfg.psi_limit),
+                    psi_alarm_level(n_eff, m, self.bins, alpha, cfg.psi_limit),
                     float(self.ks[name].value),
-                    ks_alarm_level(n, m, alpha, cfg.ks_limit),
+                    ks_alarm_level(n_eff, m, alpha, cfg.ks_limit),
                 )
             )
         return out
