@@ -99,6 +99,7 @@ class ScorerProcessor(StatelessProcessor):
 
     async def process(self, tp: TopicPartition, records: Sequence[ConsumerRecord]) -> list[Output]:
         out: list[Output] = []
+        await self.watcher.ensure_fresh()  # a flip applies from the next batch at the latest
         for rec in records:
             try:
                 out.append(self.handle(tp, rec))
@@ -180,6 +181,7 @@ class ScorerProcessor(StatelessProcessor):
             latency_ms=latency,
             hops=hops,
             emitted_ts_ns=t_out,
+            control_version=view.version,
         )
         self._count(signal, snap is None)
         return Output(self.out_topic, fv.symbol.encode(), signal.to_bytes())

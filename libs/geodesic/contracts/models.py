@@ -128,6 +128,9 @@ class ScoredSignal(Contract):
     latency_ms: dict[str, float] = Field(default_factory=dict)
     hops: dict[str, int] = Field(default_factory=dict)
     emitted_ts_ns: TimestampNs = 0
+    control_version: int = Field(
+        default=0, description="Control-plane version the routing and halts were read from."
+    )
 
 
 class ShadowScore(Contract):

@@ -93,6 +93,39 @@ class ControlPlane:
             out.append(rec)
         return out
 
+    async def audit_range(
+        self,
+        since_ns: int | None = None,
+        until_ns: int | None = None,
+        *,
+        batch: int = 1000,
+        skew_s: float = 300.0,
+    ) -> list[dict[str, str]]:
+        """Every audit entry with since_ns <= ts_ns <= until_ns, oldest first (paged XRANGE).
+
+        Stream ids carry the Redis server's clock, ts_ns the writer's: the id range is
+        widened by ``skew_s`` and entries are then filtered on ts_ns, so clock skew between
+        a client and the server cannot drop an entry from a history query.
+        """
+        skew_ms = int(skew_s * 1000)
+        lo = "-" if since_ns is None else f"{max(0, since_ns // 1_000_000 - skew_ms)}-0"
+        hi = "+" if until_ns is None else str(until_ns // 1_000_000 + skew_ms)
+        out: list[dict[str, str]] = []
+        while True:
+            rows = await self.redis.xrange(self.keys.audit, min=lo, max=hi, count=batch)
+            for entry_id, fields in rows:
+                rec = {_s(a) or "": _s(b) or "" for a, b in fields.items()}
+                rec["id"] = _s(entry_id) or ""
+                ts = rec.get("ts_ns", "")
+                ts_ns = int(ts) if ts.isdigit() else int(rec["id"].split("-")[0]) * 1_000_000
+                if (since_ns is None or ts_ns >= since_ns) and (
+                    until_ns is None or ts_ns <= until_ns
+                ):
+                    out.append(rec)
+            if len(rows) < batch:
+                return out
+            lo = f"({_s(rows[-1][0])}"
+
     # ---- writes ------------------------------------------------------------------------
     async def _commit(
         self,
@@ -122,8 +155,9 @@ class ControlPlane:
         pipe.incr(self.keys.version)
         pipe.xadd(self.keys.audit, entry, maxlen=100_000, approximate=True)
         pipe.publish(self.keys.channel, json.dumps({"kind": kind, "symbol": symbol}))
-        await pipe.execute()
-        return entry
+        results = await pipe.execute()
+        # the plane version this change produced (the INCR right after the ops)
+        return {**entry, "version": str(results[len(ops)])}
 
     async def _check_cooldown(self, force: bool) -> None:
         snap = await self.snapshot()

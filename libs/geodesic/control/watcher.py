@@ -74,6 +74,25 @@ class ControlWatcher:
                 listener(snap)
         return snap
 
+    async def ensure_fresh(self) -> ControlSnapshot | None:
+        """One cheap GET of the version: refresh if anything changed since our snapshot.
+
+        Called at each batch boundary, so a flip takes effect at the next batch even when
+        the event loop was too busy scoring to run the pub/sub listener.
+        """
+        try:
+            raw = await self.plane.redis.get(self.plane.keys.version)
+        except (aioredis.RedisError, OSError) as exc:
+            self.errors += 1
+            log.warning("control plane version read failed: %s", exc)
+            return self.current()
+        version = int(raw or 0)
+        if self._snapshot is None or version != self._snapshot.version:
+            await self.refresh()
+        else:
+            self._last_ok = self._clock()
+        return self.current()
+
     async def start(self) -> None:
         await self.refresh()
         self._tasks = [

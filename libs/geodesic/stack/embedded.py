@@ -159,7 +159,7 @@ class EmbeddedStack:
         self.stack_id = stack_id or (
             f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{secrets.token_hex(2)}"
         )
-        self.run_dir = (run_root or default_run_root()) / self.stack_id
+        self.run_dir = ((run_root or default_run_root()) / self.stack_id).resolve()
         self.topics = dict(topics if topics is not None else load_topics())
         self.detach = detach
         self.startup_timeout_s = startup_timeout_s
@@ -311,7 +311,8 @@ class EmbeddedStack:
         self.start_broker()
 
     def restart_redis(self, *, downtime_s: float = 0.0, graceful: bool = True) -> None:
-        """Kill and restart redis-server on the same port (no persistence: data gone)."""
+        """Kill and restart redis-server on the same port; its append-only file in the run
+        dir brings the data back (with ``graceful=False`` up to the last second is lost)."""
         self._kill("redis", graceful=graceful)
         if downtime_s > 0:
             time.sleep(downtime_s)
@@ -340,10 +341,17 @@ class EmbeddedStack:
             LOOPBACK,
             "--protected-mode",
             "yes",
+            # Kill switches, slots and checkpoints must survive a Redis restart: an
+            # append-only file in the run dir, fsynced every second (a kill -9 loses at
+            # most the last second; a SIGTERM flushes everything). No RDB snapshots.
             "--save",
             "",
             "--appendonly",
-            "no",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--appendfilename",
+            "redis.aof",
             "--daemonize",
             "no",
             "--dir",
