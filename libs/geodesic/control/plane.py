@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from dataclasses import asdict
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -207,8 +208,8 @@ class ControlPlane:
             "ROLLOUT",
             actor,
             reason,
-            before.__repr__(),
-            rollout.__repr__(),
+            asdict(before),
+            asdict(rollout),
             [("hset", (self.keys.rollout,), {"mapping": mapping})],
         )
 
