@@ -15,7 +15,7 @@ class DemoSettings(BaseSettings):
 
     fast: bool = Field(default=False, description="short variant for CI (< 3 minutes)")
     #: Replay pace in ticks per second (the embedded broker saturates a core near 1000).
-    rate: Annotated[float, Field(gt=0)] = 800.0
+    rate: Annotated[float, Field(gt=0)] = 500.0
     #: Training uses bars before this day; the replay starts here (later history).
     cutoff: str = "2007-01-01"
     #: Last replayed day (full demo: the rest of the history; fast: a few months).

@@ -177,7 +177,9 @@ class Demo:
 
     def _train(self, registry: Path, t0_ns: int, n_train: int) -> None:
         offset = live_bar_offset(t0_ns, 1, n_train)
-        data = DatasetConfig(cutoff=self.s.cutoff, bar_offset=offset)
+        data = DatasetConfig(
+            cutoff=self.s.cutoff, bar_offset=offset, ticks_per_bar=self.s.ticks_per_bar
+        )
         folds = 3 if self.s.fast else 5
         reports = self.s.out_dir / "models"
         train(

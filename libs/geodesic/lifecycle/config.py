@@ -54,6 +54,9 @@ class DatasetConfig(BaseModel):
     #: 20-50 ticks a bar), so spread_bp has the distribution the live feature service sees;
     #: "constant": close * spread_bp / 1e4 (a degenerate column: see the module docs).
     spread_model: Literal["replay", "constant"] = "replay"
+    #: Ticks per bar of the replay the model will see live (None: ReplayConfig's default);
+    #: fewer ticks per bar make the per-bar mean spread noisier, so it must match.
+    ticks_per_bar: tuple[PosInt, PosInt] | None = None
     #: Added to every bar position, placing training times in the live bar-index space.
     bar_offset: Annotated[int, Field(ge=0)] = 0
     seed: Annotated[int, Field(ge=0)] = 0

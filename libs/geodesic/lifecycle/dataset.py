@@ -146,6 +146,8 @@ def training_spreads(
     if config.spread_model == "constant":
         return close * config.spread_bp / 1e4
     replay = ReplayConfig(spread_bp=config.spread_bp)
+    if config.ticks_per_bar is not None:
+        replay = ReplayConfig(spread_bp=config.spread_bp, ticks_per_bar=config.ticks_per_bar)
     rng = np.random.default_rng([config.seed, zlib.crc32(symbol.encode())])
     lo, hi = replay.ticks_per_bar
     n_ticks = rng.integers(lo, hi + 1, size=close.shape[0])
