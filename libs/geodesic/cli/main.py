@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "geodesic.cli.lifecycle_cmds",
     "geodesic.cli.operator_cmds",
     "geodesic.cli.demo_cmds",
+    "geodesic.cli.record_cmds",
 )
 
 

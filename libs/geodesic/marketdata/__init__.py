@@ -1,7 +1,9 @@
-"""Market-data sources: real daily history, tick replay onto md.ticks.raw, synthetic markets.
+"""Market-data sources: real daily history, tick replay onto md.ticks.raw, synthetic markets,
+and recordings of md.bars / features.v1 for training.
 
-Library code only (no Kafka connection is opened here): ``publish`` takes a producer the
-caller owns.
+Library code only: ``publish`` takes a producer the caller owns; the one exception is
+``recorder.record``, which opens its own group-less consumer when called (importing opens
+nothing).
 """
 
 from geodesic.marketdata.datasets import (
@@ -16,6 +18,15 @@ from geodesic.marketdata.datasets import (
     register_dataset,
     split_by_date,
     split_fraction,
+)
+from geodesic.marketdata.recorder import (
+    BarRecorder,
+    FeatureRecorder,
+    RecorderStats,
+    RecordResult,
+    load_bars_npz,
+    read_recording,
+    record,
 )
 from geodesic.marketdata.replay import (
     FaultInjector,
@@ -39,6 +50,7 @@ from geodesic.marketdata.synthetic import Regime, SyntheticConfig, SyntheticTrut
 
 __all__ = [
     "DATASETS",
+    "BarRecorder",
     "BarSeries",
     "CleaningReport",
     "DatasetSpec",
@@ -46,9 +58,12 @@ __all__ = [
     "FaultInjector",
     "FaultKind",
     "FaultTally",
+    "FeatureRecorder",
     "Message",
     "Producer",
     "PublishResult",
+    "RecordResult",
+    "RecorderStats",
     "Regime",
     "ReplayConfig",
     "SyntheticConfig",
@@ -62,8 +77,11 @@ __all__ = [
     "inject_faults",
     "interleave",
     "live_start_ns",
+    "load_bars_npz",
     "load_dataset",
     "publish",
+    "read_recording",
+    "record",
     "register_dataset",
     "replay_messages",
     "replay_ticks",
