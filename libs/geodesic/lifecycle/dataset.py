@@ -121,7 +121,21 @@ def live_bar_offset(t0_ns: int, bar_seconds: int, n_training_bars: int) -> int:
 
 
 def load_series(name: str, *, synthetic_bars: int = 3000, seed: int = 0) -> BarSeries:
-    """A registered data set, or ``synthetic[:seed]`` (generate_market with planted structure)."""
+    """A registered data set, ``synthetic[:seed]`` (generate_market with planted structure),
+    or ``recorded:FILE.npz[:SYMBOL]`` (bars captured from md.bars by `geodesic record`)."""
+    if name.startswith("recorded:"):
+        from geodesic.marketdata.recorder import load_bars_npz
+
+        path, _, symbol = name.removeprefix("recorded:").partition(".npz:")
+        path = path if path.endswith(".npz") or not symbol else path + ".npz"
+        series = load_bars_npz(path if symbol else name.removeprefix("recorded:"))
+        if not symbol:
+            if len(series) != 1:
+                raise ValueError(f"{name}: holds {sorted(series)}; name one as {name}:SYMBOL")
+            return next(iter(series.values()))
+        if symbol not in series:
+            raise ValueError(f"{name}: no symbol {symbol!r} (has {sorted(series)})")
+        return series[symbol]
     if name == "synthetic" or name.startswith("synthetic:"):
         _, _, tail = name.partition(":")
         sym_seed = int(tail) if tail else seed

@@ -380,3 +380,35 @@ async def test_record_refuses_a_declared_topic_of_the_other_kind_before_connecti
         await record(None, ["md.bars", "features.v1"], tmp_path / "x.npz")
     with pytest.raises(ValueError, match="must be > 0"):
         await record(None, "md.bars", tmp_path / "x.npz", until_idle_s=0)
+
+
+def test_training_reads_a_recording_by_name(tmp_path):
+    from geodesic.lifecycle.dataset import load_series
+    from geodesic.marketdata.synthetic import SyntheticConfig, generate_market
+
+    series, _ = generate_market(SyntheticConfig(n_bars=80, seed=3, symbol="REC"))
+    rec = BarRecorder()
+    for i in range(len(series)):
+        c = float(series.close[i])
+        rec.add(
+            Bar(
+                symbol="REC",
+                bar_index=1000 + i,
+                bar_seconds=60,
+                open=float(series.open[i]),
+                high=float(series.high[i]),
+                low=float(series.low[i]),
+                close=c,
+                vwap=c,
+                volume=float(series.volume[i]),
+                n_ticks=5,
+                mean_spread=0.01,
+                open_ts_ns=(1000 + i) * 60 * 10**9,
+                close_ts_ns=(1001 + i) * 60 * 10**9,
+            )
+        )
+    path = rec.to_npz(tmp_path / "session.npz")
+    loaded = load_series(f"recorded:{path}")
+    assert loaded.symbol == "REC" and len(loaded) == 80
+    np.testing.assert_array_equal(loaded.close, series.close)
+    assert len(load_series(f"recorded:{path}:REC")) == 80
