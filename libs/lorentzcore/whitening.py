@@ -38,6 +38,7 @@ from __future__ import annotations
 import os
 import tempfile
 import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -453,5 +454,5 @@ class Whitener:
             if str(path) in str(exc):
                 raise
             raise WhiteningError(f"{path}: {exc}") from exc
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
             raise WhiteningError(f"{path}: unreadable whitener file ({exc})") from exc

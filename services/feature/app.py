@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
 from feature.processor import FeatureMetrics, FeatureProcessor
@@ -17,6 +18,10 @@ def build(settings: FeatureSettings | None = None) -> ServiceRunner:
     registry = CollectorRegistry()
     metrics = FeatureMetrics(registry)
     holder: dict[str, FeatureProcessor] = {}
+    runner: ServiceRunner | None = None
+
+    def is_behind(tp: TopicPartition) -> bool:
+        return runner is not None and runner.loop is not None and runner.loop.behind(tp)
 
     def factory(redis):  # noqa: ANN001 - redis.asyncio.Redis
         proc = FeatureProcessor(
@@ -27,6 +32,7 @@ def build(settings: FeatureSettings | None = None) -> ServiceRunner:
             idle_flush_grace_s=s.idle_flush_grace_s,
             checkpoints=CheckpointStore(redis, NAME, s.redis_prefix),
             metrics=metrics,
+            is_behind=is_behind,
         )
         holder["p"] = proc
         return proc
@@ -38,9 +44,11 @@ def build(settings: FeatureSettings | None = None) -> ServiceRunner:
         return {
             "schema_hash": proc.schema_hash,
             "bar_seconds": s.bar_seconds,
+            "invalid_input": proc.invalid,
             "bars": {str(tp): st.bars.stats_dict() for tp, st in proc.parts.items()},
         }
 
-    return ServiceRunner(
+    runner = ServiceRunner(
         NAME, s, topics=[s.in_topic], processor_factory=factory, registry=registry, info=info
     )
+    return runner

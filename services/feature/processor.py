@@ -13,12 +13,14 @@ live feeds both close idle bars without waiting for the next tick.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from aiokafka import ConsumerRecord, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from pydantic import ValidationError
 
 from geodesic.contracts import Bar, Tick
 from geodesic.features import BarBuilder, FeatureEngine
@@ -26,6 +28,7 @@ from geodesic.runtime.checkpoint import CheckpointStore
 from geodesic.runtime.pipeline import Output
 from geodesic.sequencing import SequenceTracker
 
+log = logging.getLogger(__name__)
 LATENCY_BUCKETS_MS = (0.25, 0.5, 1, 2, 5, 10, 25, 50, 100, 250, 1000, 5000)
 
 
@@ -38,6 +41,9 @@ class FeatureMetrics:
         self.late = Counter("feature_late_ticks_total", "late ticks", ["reason"], registry=registry)
         self.bars = Counter("feature_bars_total", "bars closed", registry=registry)
         self.vectors = Counter("feature_vectors_total", "feature vectors", registry=registry)
+        self.invalid = Counter(
+            "feature_invalid_input_total", "md.ticks records skipped", ["reason"], registry=registry
+        )
         self.latency = Histogram(
             "stage_latency_ms",
             "per-stage latency",
@@ -69,6 +75,7 @@ class FeatureProcessor:
         checkpoints: CheckpointStore | None,
         metrics: FeatureMetrics,
         clock: Callable[[], int] = time.time_ns,
+        is_behind: Callable[[TopicPartition], bool] | None = None,
     ) -> None:
         self.bar_seconds = bar_seconds
         self.price_source = price_source
@@ -78,7 +85,11 @@ class FeatureProcessor:
         self.checkpoints = checkpoints
         self.metrics = metrics
         self.clock = clock
+        # Whether a partition still has unread records (the stream loop knows); idle bars
+        # of such a partition are not flushed, since their closing ticks are in the log.
+        self.is_behind = is_behind
         self.parts: dict[TopicPartition, _PartitionState] = {}
+        self.invalid = 0
 
     def _new_state(self) -> _PartitionState:
         return _PartitionState(
@@ -137,33 +148,61 @@ class FeatureProcessor:
         out: list[Output] = []
         for rec in records:
             now = self.clock()
-            tick = Tick.model_validate_json(rec.value or b"")
-            self.metrics.ticks.inc()
-            if not st.tracker.observe_tick(tick).publish:
-                self.metrics.duplicates.inc()
+            try:
+                tick = Tick.model_validate_json(rec.value or b"")
+            except ValidationError as exc:
+                self._skip(tp, rec, "invalid_tick", exc)
                 continue
-            st.last_event_ns = max(st.last_event_ns, tick.ts_ns)
-            st.last_wall_ns = now
-            result = st.bars.on_tick(tick, now)
-            if result.late is not None:
-                self.metrics.late.labels(reason=result.late.value).inc()
-            if result.closed is not None:
-                hops = {"tick_ts": tick.ts_ns, "feature_in": now}
-                if tick.ingest_ts_ns:
-                    hops["collector"] = tick.ingest_ts_ns
-                out.extend(self._emit(st, result.closed, hops))
+            self.metrics.ticks.inc()
+            try:
+                out.extend(self._on_tick(st, tick, now))
+            except Exception as exc:  # one record must never stop the service
+                self._skip(tp, rec, "processing_error", exc)
         return out
+
+    def _on_tick(self, st: _PartitionState, tick: Tick, now: int) -> list[Output]:
+        if not st.tracker.observe_tick(tick).publish:
+            self.metrics.duplicates.inc()
+            return []
+        st.last_event_ns = max(st.last_event_ns, tick.ts_ns)
+        st.last_wall_ns = now
+        result = st.bars.on_tick(tick, now)
+        if result.late is not None:
+            self.metrics.late.labels(reason=result.late.value).inc()
+        if result.closed is None:
+            return []
+        hops = {"tick_ts": tick.ts_ns, "feature_in": now}
+        if tick.ingest_ts_ns:
+            hops["collector"] = tick.ingest_ts_ns
+        return self._emit(st, result.closed, hops)
+
+    def _skip(self, tp: TopicPartition, rec: ConsumerRecord, reason: str, exc: Exception) -> None:
+        """md.ticks is written by the collector only, so a bad record there is a bug or an
+        intruder: count it and move on (retrying it would wedge the partition)."""
+        self.invalid += 1
+        self.metrics.invalid.labels(reason=reason).inc()
+        detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        log.warning("feature skipped %s@%d (%s): %s", tp, rec.offset, reason, detail)
 
     async def on_idle(self, now_ns: int) -> list[Output]:
         if self.grace_ns is None:
             return []
         out: list[Output] = []
-        for st in self.parts.values():
+        for tp, st in self.parts.items():
             if not st.last_wall_ns:
+                continue
+            if self.is_behind is not None and self.is_behind(tp):
                 continue
             event_now = st.last_event_ns + (now_ns - st.last_wall_ns)
             for bar in st.bars.flush_due(event_now, self.grace_ns):
-                out.extend(self._emit(st, bar, {"feature_in": now_ns}))
+                try:
+                    out.extend(self._emit(st, bar, {"feature_in": now_ns}))
+                except Exception as exc:  # a bar built from hostile ticks must not stop us
+                    self.invalid += 1
+                    self.metrics.invalid.labels(reason="processing_error").inc()
+                    log.warning(
+                        "feature could not emit %s bar %d: %s", bar.symbol, bar.bar_index, exc
+                    )
         return out
 
     def _emit(self, st: _PartitionState, bar: Bar, hops: dict[str, int]) -> list[Output]:

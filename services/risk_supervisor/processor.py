@@ -40,7 +40,7 @@ from geodesic.risk.outcomes import MarkoutLabeler
 from geodesic.risk.supervisor import DriftMonitor, Rollback, SetTradingState, SupervisorState
 from geodesic.risk.winrate import RollingWinRate
 from geodesic.runtime.checkpoint import CheckpointStore
-from geodesic.runtime.pipeline import Output
+from geodesic.runtime.pipeline import STATE_STORE_ERRORS, Output
 from lorentzcore.metrics import expected_calibration_error
 
 log = logging.getLogger(__name__)
@@ -139,7 +139,14 @@ class RiskProcessor:
         self._last_eval = float("-inf")
         self._dirty = False
         self.actions_taken: list[dict[str, Any]] = []
-        self.counts = {"signals": 0, "bars": 0, "features": 0, "outcomes": 0, "forwarded": 0}
+        self.counts = {
+            "signals": 0,
+            "bars": 0,
+            "features": 0,
+            "outcomes": 0,
+            "forwarded": 0,
+            "invalid": 0,
+        }
 
     # ---- state ---------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
@@ -197,9 +204,11 @@ class RiskProcessor:
                     self.counts["features"] += 1
                     self.state.on_features(FeatureVector.model_validate_json(raw))
                     outcomes = []
-            except ValidationError as exc:
+            except Exception as exc:  # count and skip: a bad record must not stop the loop
+                self.counts["invalid"] += 1
                 self.metrics.invalid.inc()
-                log.warning("risk supervisor skipped a record on %s: %s", tp.topic, exc)
+                text = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+                log.warning("risk supervisor skipped %s@%d: %s", tp, rec.offset, text)
                 continue
             for o in outcomes:
                 self.counts["outcomes"] += 1
@@ -221,7 +230,11 @@ class RiskProcessor:
         out = await self._forward_audit()
         if self.clock() - self._last_eval >= self.guard.eval_interval_s:
             self._last_eval = self.clock()
-            await self.run_guards(now_ns)
+            try:
+                await self.run_guards(now_ns)
+            except STATE_STORE_ERRORS as exc:
+                # the audit entries read above must still go out: retry guards next time
+                log.warning("guards skipped, control plane unreachable: %s", exc)
         return out
 
     # ---- guards --------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, DirectoryPath, Field
 from pydantic_settings import SettingsConfigDict
 
 from geodesic.risk.guards import RolloutGuardConfig
@@ -26,8 +26,9 @@ class RiskSettings(ServiceSettings):
     winrate_window: int = Field(default=500, ge=10)
     checkpoint_interval_s: float = Field(default=1.0, ge=0)
     drift_window: int = Field(default=500, ge=20)
-    registry_root: Path = Field(
+    registry_root: DirectoryPath = Field(
         default=Path("models/registry"),
+        validate_default=True,  # a typo in the path fails at startup, naming the variable
         validation_alias=AliasChoices("GEODESIC_MODEL_REGISTRY", "registry_root"),
     )
     rollout_guard: RolloutGuardConfig = Field(default_factory=RolloutGuardConfig)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, DirectoryPath, Field
 from pydantic_settings import SettingsConfigDict
 
 from geodesic.runtime.service import ServiceSettings
@@ -18,8 +18,9 @@ class ScorerSettings(ServiceSettings):
     in_topic: str = "features.v1"
     out_topic: str = "signals.scored"
     dlq_topic: str = "pipeline.dlq"
-    registry_root: Path = Field(
+    registry_root: DirectoryPath = Field(
         default=Path("models/registry"),
+        validate_default=True,  # a typo in the path fails at startup, naming the variable
         validation_alias=AliasChoices("GEODESIC_MODEL_REGISTRY", "registry_root"),
     )
     verify_models: bool = Field(

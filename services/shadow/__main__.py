@@ -2,13 +2,13 @@
 
 import asyncio
 
-from geodesic.runtime.service import configure_logging
+from geodesic.runtime.service import configure_logging, load_settings
 from shadow.app import build
 from shadow.settings import ShadowSettings
 
 
 def main() -> None:
-    settings = ShadowSettings()
+    settings = load_settings(ShadowSettings, "shadow")
     configure_logging(settings.log_level)
     asyncio.run(build(settings).run_forever())
 

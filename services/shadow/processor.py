@@ -87,11 +87,13 @@ class ShadowProcessor(StatelessProcessor):
                     out.extend(self._on_features(rec.value or b""))
                 elif tp.topic == self.live_topic:
                     self._on_live(ScoredSignal.model_validate_json(rec.value or b""))
-            except (ValidationError, ValueError) as exc:
-                # observe-only: a bad record is counted and skipped, never retried forever
+            except Exception as exc:
+                # observe-only: a bad record (or one the model cannot score, e.g. a bar
+                # index beyond int64) is counted and skipped, never retried forever
                 self.counts["errors"] += 1
-                self.metrics.skipped.labels(reason="invalid_input").inc()
-                log.warning("shadow skipped a record on %s: %s", tp.topic, exc)
+                reason = "invalid_input" if isinstance(exc, ValidationError) else "scoring_error"
+                self.metrics.skipped.labels(reason=reason).inc()
+                log.warning("shadow skipped %s@%d: %s", tp, rec.offset, _first_line(exc))
         return out
 
     def _on_features(self, raw: bytes) -> list[Output]:
@@ -184,6 +186,11 @@ class ShadowProcessor(StatelessProcessor):
     async def checkpoint(self, positions: dict[TopicPartition, int]) -> None:
         if self.stats_writer is not None:
             await self.stats_writer(self.stats())  # type: ignore[misc]
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc)
+    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def stats_json(stats: dict) -> str:

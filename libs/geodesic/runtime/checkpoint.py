@@ -1,8 +1,12 @@
 """Per-partition state checkpoints in Redis, stored with the next input offset.
 
-One key per (service, topic, partition) holding {"offset": n, "state": {...}} as JSON:
-the state reflects exactly the records before `offset`, so a restarted or rebalanced
-worker seeks there and resumes with no loss and no double counting. JSON, never pickle.
+One key per (service, topic, partition) holding {"offset": n, "fp": ..., "state": {...}}
+as JSON: the state reflects exactly the records before `offset`, so a restarted or
+rebalanced worker seeks there and resumes with no loss and no double counting. ``fp`` is
+the fingerprint of the record before `offset` (see geodesic.runtime.pipeline.Position): the
+stream loop uses it to notice that the broker lost the log the offset points into.
+Offsets are loaded back as Positions; checkpoints without ``fp`` still load. JSON, never
+pickle.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import redis.asyncio as aioredis
 from aiokafka import TopicPartition
 
 from geodesic.control.keys import Keys
+from geodesic.runtime.pipeline import Position
 
 
 class CheckpointStore:
@@ -30,14 +35,15 @@ class CheckpointStore:
         if raw is None:
             return None
         doc = json.loads(raw)
-        return int(doc["offset"]), doc["state"]
+        return Position(int(doc["offset"]), doc.get("fp")), doc["state"]
 
     async def save_many(self, entries: dict[TopicPartition, tuple[int, dict[str, Any]]]) -> None:
         if not entries:
             return
         pipe = self.redis.pipeline(transaction=True)
         for tp, (offset, state) in entries.items():
-            pipe.set(self.key(tp), json.dumps({"offset": offset, "state": state}))
+            doc = {"offset": int(offset), "fp": _fingerprint(offset), "state": state}
+            pipe.set(self.key(tp), json.dumps(doc))
         await pipe.execute()
 
     async def clear(self, tps: list[TopicPartition]) -> None:
@@ -53,7 +59,8 @@ class CheckpointStore:
         self, name: str, positions: dict[TopicPartition, int], state: dict[str, Any]
     ) -> None:
         doc = {
-            "offsets": {f"{tp.topic}|{tp.partition}": o for tp, o in positions.items()},
+            "offsets": {f"{tp.topic}|{tp.partition}": int(o) for tp, o in positions.items()},
+            "fps": {f"{tp.topic}|{tp.partition}": _fingerprint(o) for tp, o in positions.items()},
             "state": state,
         }
         await self.redis.set(self.global_key(name), json.dumps(doc))
@@ -63,8 +70,13 @@ class CheckpointStore:
         if raw is None:
             return None
         doc = json.loads(raw)
-        offsets = {}
+        fps = doc.get("fps", {})
+        offsets: dict[TopicPartition, int] = {}
         for key, off in doc["offsets"].items():
             topic, part = key.rsplit("|", 1)
-            offsets[TopicPartition(topic, int(part))] = int(off)
+            offsets[TopicPartition(topic, int(part))] = Position(int(off), fps.get(key))
         return offsets, doc["state"]
+
+
+def _fingerprint(offset: int) -> str | None:
+    return getattr(offset, "fingerprint", None)

@@ -11,11 +11,30 @@ state and the stream position agree exactly; committed offsets are then used onl
 monitoring and for stateless services. This sidesteps the broker's ListOffsets quirk (its
 end offset can sit behind the newest records of a batch), which would make a changelog-
 replay style of recovery silently stale.
+
+A checkpointed offset is only meaningful in the log it was taken from. The embedded
+broker (memory storage) forgets every record and every group offset when it restarts,
+and it answers a fetch beyond the end of the new, empty log with no error, so a consumer
+seeked to an old offset would wait until the new log grows past it and then skip what
+came before. So each checkpoint carries a fingerprint of the record just before its
+offset (:class:`Position`); on assignment the loop reads that record back and resumes
+there only if it is the same record, otherwise it restarts the partition from the
+beginning of the log it finds (state is kept: the new log continues the same streams).
+A fetch high watermark that goes backwards, or a position beyond it, is treated the same
+way (that catches a restart under a consumer that has not rejoined its group yet).
+Recovery semantics are in docs/broker-notes.md ("Broker restart").
+
+The state store (Redis) may be unreachable for a while: a failed checkpoint is skipped
+(offsets are then not committed either, so nothing runs ahead of the last checkpoint),
+time-driven work that needs the store is retried later, and restoring state on
+assignment waits for the store with fetching paused, so no record is ever processed on a
+state that was not restored.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Sequence
@@ -26,8 +45,42 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError
 from aiokafka.structs import OffsetAndMetadata
+from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
+
+#: Failures of the state store that a later attempt can fix (Redis down, restarting,
+#: loading its append-only file): retried or skipped, never fatal to the loop.
+STATE_STORE_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError)
+
+_RESTORE_RETRY_MAX_S = 2.0
+_WARN_EVERY_S = 5.0
+
+
+class Position(int):
+    """A next-offset-to-read that remembers the record before it.
+
+    ``fingerprint`` identifies record ``self - 1`` (key, value and timestamp), so a
+    restore can check that it resumes in the same log rather than at the same number in
+    a log that was wiped and refilled. It is an int, so code that stores offsets keeps
+    working; :class:`geodesic.runtime.checkpoint.CheckpointStore` persists the fingerprint.
+    """
+
+    fingerprint: str | None
+
+    def __new__(cls, offset: int, fingerprint: str | None = None) -> Position:
+        obj = super().__new__(cls, offset)
+        obj.fingerprint = fingerprint
+        return obj
+
+
+def record_fingerprint(record: ConsumerRecord) -> str:
+    """A short digest of one record's key, value and timestamp."""
+    digest = hashlib.blake2b(digest_size=8)
+    for part in (record.key or b"", record.value or b"", str(record.timestamp).encode()):
+        digest.update(len(part).to_bytes(8, "little"))
+        digest.update(part)
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +136,9 @@ class LoopStats:
     last_batch_ns: int = 0
     assigned: set[TopicPartition] = field(default_factory=set)
     ready: bool = False
+    restoring: bool = False
+    state_store_errors: int = 0
+    log_resets: int = 0
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -97,15 +153,32 @@ class _Rebalance(ConsumerRebalanceListener):
         self._loop.stats.assigned -= set(revoked)
         for tp in revoked:
             self._loop._positions.pop(tp, None)
+            self._loop._verify.pop(tp, None)
+            self._loop._fingerprints.pop(tp, None)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        """Restore state, then seek; fetching stays paused until both are done.
+
+        aiokafka swallows an exception raised here and keeps consuming from the committed
+        offsets, which would run the partitions on empty state; so a state store that is
+        down is waited for instead (the service reports not ready meanwhile).
+        """
+        loop = self._loop
         assigned = set(assigned)
-        seeks = await self._loop.processor.on_assigned(assigned) if assigned else {}
-        for tp, offset in seeks.items():
-            self._loop.consumer.seek(tp, offset)
-            self._loop._positions[tp] = offset
-        self._loop.stats.assigned |= assigned
-        self._loop.stats.ready = True
+        if not assigned:
+            loop.stats.ready = True
+            return
+        loop.consumer.pause(*assigned)
+        try:
+            seeks = await loop.restore(assigned)
+            for tp, offset in seeks.items():
+                loop.seek_checkpoint(tp, offset)
+        except Exception as exc:
+            loop.fail(exc)  # stop the loop: never consume on state that was not restored
+            raise
+        loop.stats.assigned |= assigned
+        loop.stats.ready = True
+        loop.consumer.resume(*assigned)
         log.info("assigned %s (seeks %s)", sorted(assigned), seeks)
 
 
@@ -133,14 +206,37 @@ class StreamLoop:
         self.commit_interval_s = commit_interval_ms / 1000.0
         self._positions: dict[TopicPartition, int] = {}
         self._committed: dict[TopicPartition, int] = {}
+        self._fingerprints: dict[TopicPartition, str] = {}
+        self._highwater: dict[TopicPartition, int] = {}  # highest fetch high watermark seen
+        # partition -> (checkpointed offset, fingerprint of the record before it)
+        self._verify: dict[TopicPartition, tuple[int, str]] = {}
         self._last_commit = 0.0
+        self._last_warning = float("-inf")
         self._stopping = asyncio.Event()
+        self._fatal: BaseException | None = None
 
     def subscribe(self) -> None:
         self.consumer.subscribe(self.topics, listener=_Rebalance(self))
 
     def stop(self) -> None:
         self._stopping.set()
+
+    def behind(self, tp: TopicPartition) -> bool:
+        """True while ``tp`` has records in the log that this loop has not processed yet.
+
+        Time-driven work (closing an idle symbol's bar) must wait for them: after a stall
+        the wall clock has moved on, but the records that would have closed the bar the
+        normal way are already there.
+        """
+        highwater = self.consumer.highwater(tp)
+        position = self._positions.get(tp)
+        if highwater is None or position is None:
+            return tp in self._verify
+        return position < highwater or tp in self._verify
+
+    def fail(self, exc: BaseException) -> None:
+        """Make run() raise ``exc`` (from callbacks whose exceptions aiokafka swallows)."""
+        self._fatal = exc
 
     async def run(self) -> None:
         self.subscribe()
@@ -149,10 +245,113 @@ class StreamLoop:
                 batches = await self.consumer.getmany(
                     timeout_ms=self.poll_timeout_ms, max_records=self.max_records
                 )
+                if self._fatal is not None:
+                    raise RuntimeError("partition assignment failed") from self._fatal
                 await self.handle_batches(batches)
         finally:
             if self._stopping.is_set():
                 await self.commit(force=True)
+
+    async def restore(self, partitions: set[TopicPartition]) -> dict[TopicPartition, int]:
+        """The processor's on_assigned, retried while the state store is unreachable."""
+        delay = 0.1
+        self.stats.restoring = True
+        try:
+            while True:
+                try:
+                    return await self.processor.on_assigned(partitions)
+                except STATE_STORE_ERRORS as exc:
+                    self.stats.state_store_errors += 1
+                    log.warning("cannot restore state (%s); retrying in %.1fs", exc, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, _RESTORE_RETRY_MAX_S)
+        finally:
+            self.stats.restoring = False
+
+    def seek_checkpoint(self, tp: TopicPartition, offset: int) -> None:
+        """Seek to a checkpointed offset; with a fingerprint, to the record before it so
+        the first fetch proves (or disproves) that this is still the same log."""
+        fingerprint = getattr(offset, "fingerprint", None)
+        if fingerprint and offset > 0:
+            self.consumer.seek(tp, offset - 1)
+            self._verify[tp] = (int(offset), fingerprint)
+            self._fingerprints[tp] = fingerprint
+        else:
+            self.consumer.seek(tp, offset)
+            self._verify.pop(tp, None)
+            self._fingerprints.pop(tp, None)
+        self._positions[tp] = int(offset)
+
+    async def _restart_partition(self, tp: TopicPartition, why: str) -> None:
+        """The log under a checkpoint or position is gone: read what the log holds now."""
+        self.stats.log_resets += 1
+        log.warning("%s: %s; resuming from the beginning of the log it now holds", tp, why)
+        self._verify.pop(tp, None)
+        self._positions.pop(tp, None)
+        self._fingerprints.pop(tp, None)
+        await self.consumer.seek_to_beginning(tp)
+
+    async def _check_logs(
+        self, batches: dict[TopicPartition, list[ConsumerRecord]]
+    ) -> dict[TopicPartition, list[ConsumerRecord]]:
+        """Restart partitions whose log was replaced; drop verified probe records.
+
+        A log was replaced when its fetch high watermark went backwards, when a restored
+        position lies beyond it, or when the record before a checkpoint is not the one
+        the checkpoint remembers. Records fetched from such a partition are dropped: they
+        are read again from the beginning of the new log.
+        """
+        restarted: set[TopicPartition] = set()
+        for tp in list(self.stats.assigned):
+            highwater = self.consumer.highwater(tp)
+            if highwater is None:
+                continue
+            seen = self._highwater.get(tp, 0)
+            self._highwater[tp] = max(seen, highwater)
+            reason = None
+            if highwater < seen:
+                reason = f"log end went back from {seen} to {highwater}"
+            elif tp in self._verify and not batches.get(tp):
+                if highwater < self._verify[tp][0]:
+                    reason = f"checkpoint {self._verify[tp][0]} beyond the log end {highwater}"
+            elif tp not in self._verify:
+                position = self._positions.get(tp)
+                if position is not None and position > highwater:
+                    reason = f"position {position} beyond the log end {highwater}"
+            if reason is not None:
+                self._highwater[tp] = highwater
+                restarted.add(tp)
+                await self._restart_partition(tp, reason)
+        checked: dict[TopicPartition, list[ConsumerRecord]] = {}
+        for tp, records in batches.items():
+            if tp in restarted:
+                continue
+            expected = self._verify.get(tp)
+            if expected is None or not records:
+                checked[tp] = records
+                continue
+            offset, fingerprint = expected
+            first = records[0]
+            if first.offset == offset - 1 and record_fingerprint(first) == fingerprint:
+                del self._verify[tp]
+                checked[tp] = records[1:]
+            else:
+                await self._restart_partition(
+                    tp, f"record {offset - 1} is not the one checkpointed (log replaced)"
+                )
+        return checked
+
+    def _state_store_failed(self, what: str, exc: BaseException) -> None:
+        self.stats.state_store_errors += 1
+        now = time.monotonic()
+        if now - self._last_warning >= _WARN_EVERY_S:
+            self._last_warning = now
+            log.warning(
+                "%s failed (%s); state store errors so far: %d",
+                what,
+                exc,
+                self.stats.state_store_errors,
+            )
 
     async def commit(self, *, force: bool = False) -> None:
         """Commit positions at most every commit_interval (and always when forced).
@@ -182,6 +381,7 @@ class StreamLoop:
     async def handle_batches(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         pending: list[asyncio.Future] = []
         n_out = 0
+        batches = await self._check_logs(batches)
         for tp, records in batches.items():
             if not records:
                 continue
@@ -189,8 +389,14 @@ class StreamLoop:
                 pending.append(await self.producer.send(out.topic, out.value, key=out.key))
                 n_out += 1
             self._positions[tp] = records[-1].offset + 1
+            self._fingerprints[tp] = record_fingerprint(records[-1])
             self.stats.records += len(records)
-        for out in await self.processor.on_idle(time.time_ns()):
+        try:
+            idle = await self.processor.on_idle(time.time_ns())
+        except STATE_STORE_ERRORS as exc:
+            self._state_store_failed("idle work", exc)
+            idle = []
+        for out in idle:
             pending.append(await self.producer.send(out.topic, out.value, key=out.key))
             n_out += 1
         if pending:
@@ -198,9 +404,19 @@ class StreamLoop:
         if not batches and not n_out:
             await self.commit()
             return
-        positions = {tp: o for tp, o in self._positions.items() if tp in self.stats.assigned}
-        await self.processor.checkpoint(positions)
-        await self.commit()
+        positions = {
+            tp: Position(o, self._fingerprints.get(tp))
+            for tp, o in self._positions.items()
+            if tp in self.stats.assigned
+        }
+        try:
+            await self.processor.checkpoint(positions)
+        except STATE_STORE_ERRORS as exc:
+            # Outputs are acknowledged; the next checkpoint covers these records too. No
+            # commit meanwhile, so committed offsets never run ahead of the checkpoint.
+            self._state_store_failed("checkpoint", exc)
+        else:
+            await self.commit()
         self.stats.batches += 1
         self.stats.outputs += n_out
         self.stats.last_batch_ns = time.time_ns()

@@ -11,12 +11,15 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 
 from geodesic.runtime.http import ServiceHttp
 from geodesic.runtime.kafka import KafkaSettings, make_consumer, make_producer
@@ -42,6 +45,14 @@ class ServiceSettings(BaseSettings):
     )
     redis_prefix: str = Field(
         default="geodesic", validation_alias=AliasChoices("GEODESIC_REDIS_PREFIX", "redis_prefix")
+    )
+    redis_timeout_s: float = Field(
+        default=2.0,
+        gt=0,
+        validation_alias=AliasChoices("GEODESIC_REDIS_TIMEOUT_S", "redis_timeout_s"),
+        description="Connect/read timeout of every Redis call; with at most two quick "
+        "retries, an unreachable Redis fails a call in well under a second instead of "
+        "stalling the stream loop (redis-py's default retries take seconds).",
     )
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     group_id: str = ""
@@ -85,6 +96,8 @@ class ServiceRunner:
         self.processor: PartitionProcessor | None = None
 
     def ready(self) -> tuple[bool, str]:
+        if self.loop is not None and self.loop.stats.restoring:
+            return False, "restoring partition state (state store unreachable?)"
         if self.loop is None or not self.loop.stats.ready:
             return False, "waiting for partition assignment"
         if self._task is not None and self._task.done():
@@ -102,6 +115,8 @@ class ServiceRunner:
                 "records": st.records,
                 "outputs": st.outputs,
                 "assigned": sorted(f"{tp.topic}:{tp.partition}" for tp in st.assigned),
+                "state_store_errors": st.state_store_errors,
+                "log_resets": st.log_resets,
             }
         base.update(self._info())
         return base
@@ -112,7 +127,7 @@ class ServiceRunner:
 
     async def start(self) -> int:
         s = self.settings
-        self.redis = aioredis.from_url(s.redis_url)
+        self.redis = redis_client(s)
         if self._on_start is not None:
             await self._on_start(self.redis)
         self.processor = self._processor_factory(self.redis)
@@ -182,6 +197,56 @@ class ServiceRunner:
                 self._task.result()  # surface a crash of the loop
         finally:
             await self.stop()
+
+
+def redis_client(settings: ServiceSettings) -> aioredis.Redis:
+    """The service's Redis client: bounded timeouts and retries (see redis_timeout_s)."""
+    return aioredis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.redis_timeout_s,
+        socket_connect_timeout=settings.redis_timeout_s,
+        retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), 2),
+    )
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def load_settings(cls: type[S], service: str) -> S:
+    """Settings from the environment, or exit with status 2 and one line per problem.
+
+    For ``python -m <service>``: an operator sees which variable is wrong instead of a
+    traceback. Each line names the environment variable and the field; input values are
+    never printed, since they may be secrets.
+    """
+    try:
+        return cls()
+    except ValidationError as exc:
+        model: type[BaseSettings] = KafkaSettings if exc.title == KafkaSettings.__name__ else cls
+        lines = [f"{service}: invalid configuration ({model.__name__}):"]
+        for error in exc.errors(include_input=False, include_url=False):
+            lines.append("  " + _describe_error(model, error["loc"], error["msg"]))
+        print("\n".join(lines), file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _describe_error(model: type[BaseSettings], loc: tuple, msg: str) -> str:
+    if not loc:
+        return msg
+    path = [str(part) for part in loc]
+    if path[0].startswith("GEODESIC_"):  # a field read through an explicit env alias
+        env = "__".join(path).upper()
+        path[0] = next(
+            (
+                name
+                for name, info in model.model_fields.items()
+                if path[0] in getattr(info.validation_alias, "choices", ())
+            ),
+            path[0],
+        )
+    else:
+        env = str(model.model_config.get("env_prefix", "")) + "__".join(path).upper()
+    return f"{env} ({'.'.join(path)}): {msg}"
 
 
 def configure_logging(level: str) -> None:
