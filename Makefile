@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-unit test-integration lint format bench demo up down clean
+.PHONY: install test test-unit test-integration lint format bench demo up down clean audit
 
 install: $(STAMP)
 
@@ -42,6 +42,13 @@ up: install
 
 down: install
 	$(BIN)/geodesic down
+
+# --strict: a package the advisory database cannot be reached for fails instead of passing
+audit: install
+	$(PY) -m venv .venv-audit
+	.venv-audit/bin/pip install -q pip-audit
+	$(BIN)/pip freeze --exclude-editable > .audit-reqs.txt
+	.venv-audit/bin/pip-audit --strict -r .audit-reqs.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
