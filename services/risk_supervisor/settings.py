@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from pydantic import AliasChoices, DirectoryPath, Field
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from geodesic.risk.guards import RolloutGuardConfig
-from geodesic.runtime.service import ServiceSettings
+from geodesic.serving.settings import RegistrySettings
 
 
-class RiskSettings(ServiceSettings):
+class RiskSettings(RegistrySettings):
     model_config = SettingsConfigDict(
         env_prefix="GEODESIC_RISK_", frozen=True, extra="ignore", env_nested_delimiter="__"
     )
@@ -26,9 +24,4 @@ class RiskSettings(ServiceSettings):
     winrate_window: int = Field(default=500, ge=10)
     checkpoint_interval_s: float = Field(default=1.0, ge=0)
     drift_window: int = Field(default=500, ge=20)
-    registry_root: DirectoryPath = Field(
-        default=Path("models/registry"),
-        validate_default=True,  # a typo in the path fails at startup, naming the variable
-        validation_alias=AliasChoices("GEODESIC_MODEL_REGISTRY", "registry_root"),
-    )
     rollout_guard: RolloutGuardConfig = Field(default_factory=RolloutGuardConfig)
