@@ -478,13 +478,7 @@ def stop_from_state(path: Path, *, timeout_s: float = 5.0) -> list[str]:
     state = read_state(path)
     stopped: list[str] = []
     for name, entry in state.get("processes", {}).items():
-        proc = ServerProcess(
-            name=name,
-            argv=entry.get("argv", []),
-            log_path=Path(entry.get("log", "")),
-            pid=int(entry["pid"]),
-            started=entry.get("started"),
-        )
+        proc = ServerProcess.from_json(name, entry)
         if is_alive(proc.pid, proc.started):
             terminate(proc, **_stop_options(name, timeout_s))
             stopped.append(name)

@@ -150,13 +150,7 @@ def stop_fleet_from_state(run_dir: Path, timeout_s: float = 10.0) -> list[str]:
     doc = json.loads(path.read_text())
     stopped = []
     for name, entry in doc.get("services", {}).items():
-        proc = ServerProcess(
-            name=name,
-            argv=entry.get("argv", []),
-            log_path=Path(entry.get("log", "")),
-            pid=int(entry["pid"]),
-            started=entry.get("started"),
-        )
+        proc = ServerProcess.from_json(name, entry)
         if is_alive(proc.pid, proc.started):
             terminate(proc, timeout_s=timeout_s)
             stopped.append(name)

@@ -119,6 +119,17 @@ class ServerProcess:
             return False
         return is_alive(self.pid, self.started)
 
+    @classmethod
+    def from_json(cls, name: str, entry: dict) -> ServerProcess:
+        """Adopt a process recorded by ``to_json`` (possibly by another process)."""
+        return cls(
+            name=name,
+            argv=entry.get("argv", []),
+            log_path=Path(entry.get("log", "")),
+            pid=int(entry["pid"]),
+            started=entry.get("started"),
+        )
+
     def to_json(self) -> dict:
         return {
             "pid": self.pid,
