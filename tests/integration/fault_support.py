@@ -169,8 +169,16 @@ class TopicTail:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
         if self._consumer is not None:
-            with contextlib.suppress(Exception):
+            try:
                 await self._consumer.stop()
+            except asyncio.CancelledError:
+                # after a broker restart aiokafka's fetch task can surface its own
+                # cancellation from stop(); only a cancellation of this task is ours
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise
+            except Exception:  # the old connection is gone with the old broker
+                pass
         self.records = {t: [] for t in self.topics}
         self.generation += 1
         await self._open()
