@@ -37,6 +37,7 @@ from redis.exceptions import RedisError
 from rich.console import Console
 from rich.table import Table
 
+from geodesic.contracts.services import RISK_SUPERVISOR, SHADOW
 from geodesic.control import ControlPlane, ControlSnapshot, Rollout, TradingState
 from geodesic.control.plane import CooldownActiveError
 from geodesic.operations.common import format_ns, mask_url, parse_time, scrub
@@ -584,8 +585,8 @@ async def _status(args: argparse.Namespace, ctx: Ctx) -> int:
         raise UsageError("--audit must be >= 0")
     snap = await ctx.plane.snapshot()
     audit = parse_events(await ctx.plane.audit_log(args.audit)) if args.audit else []
-    risk = await ctx.read_json("risk", "status")
-    shadow = await ctx.read_json("shadow", "stats")
+    risk = await ctx.read_json(RISK_SUPERVISOR.name, "status")
+    shadow = await ctx.read_json(SHADOW.name, "stats")
     doc = build_status(
         snap,
         audit,
@@ -609,8 +610,8 @@ async def _gates(args: argparse.Namespace, ctx: Ctx) -> int:
     rows = model_checks(registry, args.model_id)
     if not args.offline:
         snap = await ctx.plane.snapshot()
-        risk = await ctx.read_json("risk", "status")
-        shadow = await ctx.read_json("shadow", "stats")
+        risk = await ctx.read_json(RISK_SUPERVISOR.name, "status")
+        shadow = await ctx.read_json(SHADOW.name, "stats")
         rows += live_rows(args.model_id, snap, risk, shadow, _guard_cfg(args))
     table = gate_table(args.model_id, rows)
     if args.json:
@@ -682,8 +683,8 @@ async def _report(args: argparse.Namespace, ctx: Ctx) -> int:
     since = now - int(args.hours * 3600 * 1e9)
     snap = await ctx.plane.snapshot()
     audit = parse_events(await ctx.plane.audit_range(since, now))
-    risk = await ctx.read_json("risk", "status")
-    shadow = await ctx.read_json("shadow", "stats")
+    risk = await ctx.read_json(RISK_SUPERVISOR.name, "status")
+    shadow = await ctx.read_json(SHADOW.name, "stats")
     latency = None
     errors: list[str] = []
     if args.metrics_url:

@@ -203,10 +203,10 @@ class Demo:
             "GEODESIC_MODEL_REGISTRY": str(registry),
             "GEODESIC_FEATURE_BAR_SECONDS": "1",
             "GEODESIC_LOG_LEVEL": "WARNING",
-            "GEODESIC_RISK_DRIFT_WINDOW": "200",
-            "GEODESIC_RISK_ROLLOUT_GUARD__DRIFT_MIN_WINDOW": "200",
-            "GEODESIC_RISK_ROLLOUT_GUARD__MIN_SAMPLES": "50",
-            "GEODESIC_RISK_ROLLOUT_GUARD__EVAL_INTERVAL_S": "0.5",
+            "GEODESIC_RISK_SUPERVISOR_DRIFT_WINDOW": "200",
+            "GEODESIC_RISK_SUPERVISOR_ROLLOUT_GUARD__DRIFT_MIN_WINDOW": "200",
+            "GEODESIC_RISK_SUPERVISOR_ROLLOUT_GUARD__MIN_SAMPLES": "50",
+            "GEODESIC_RISK_SUPERVISOR_ROLLOUT_GUARD__EVAL_INTERVAL_S": "0.5",
         }
 
     # ---- live phase ------------------------------------------------------------------

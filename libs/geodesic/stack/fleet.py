@@ -16,16 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from geodesic.contracts.services import SERVICES, service
 from geodesic.stack.processes import ServerProcess, free_port, is_alive, spawn, terminate
 
-SERVICES: Mapping[str, tuple[str, str]] = {
-    # name: (python module, settings env prefix)
-    "collector": ("collector", "GEODESIC_COLLECTOR_"),
-    "feature": ("feature", "GEODESIC_FEATURE_"),
-    "scorer": ("scorer", "GEODESIC_SCORER_"),
-    "shadow": ("shadow", "GEODESIC_SHADOW_"),
-    "risk-supervisor": ("risk_supervisor", "GEODESIC_RISK_"),
-}
 FLEET_FILE = "services.json"
 
 
@@ -72,13 +65,13 @@ class Fleet:
         self.services: dict[str, ServiceProcess] = {}
 
     def start(self, name: str, port: int | None = None) -> ServiceProcess:
-        module, prefix = SERVICES[name]
+        spec = service(name)
         port = port or free_port()
-        env = {**os.environ, **self.env, f"{prefix}HTTP_PORT": str(port)}
+        env = {**os.environ, **self.env, f"{spec.env_prefix}HTTP_PORT": str(port)}
         env.update(self.extra_env.get(name, {}))
         proc = spawn(
             name,
-            [sys.executable, "-m", module],
+            [sys.executable, "-m", spec.module],
             self.run_dir / f"{name}.log",
             env=env,
             die_with_parent=not self.detach,
