@@ -63,10 +63,16 @@ class Topics:
     pdlq: str
 
     @classmethod
-    async def create(cls, kafka: KafkaSettings, partitions: int = 2) -> Topics:
+    async def create(
+        cls,
+        kafka: KafkaSettings,
+        partitions: int = 2,
+        configs: tuple[tuple[str, str], ...] = (),
+    ) -> Topics:
         tag = uuid.uuid4().hex[:8]
         names = {k: f"e2e.{tag}.{k}" for k in TOPIC_KEYS}
-        await ensure_topics(kafka, [TopicShape(n, partitions) for n in names.values()])
+        shapes = [TopicShape(n, partitions, configs=configs) for n in names.values()]
+        await ensure_topics(kafka, shapes)
         return cls(**names)
 
     async def delete(self, kafka: KafkaSettings) -> None:
