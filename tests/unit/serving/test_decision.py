@@ -77,7 +77,7 @@ def test_degraded_scoring_is_said_but_does_not_block() -> None:
 
 
 def test_every_reason_is_either_blocking_or_informational() -> None:
-    assert BLOCKING_REASONS | INFORMATIONAL_REASONS == set(SignalReason)
+    assert set(SignalReason) == BLOCKING_REASONS | INFORMATIONAL_REASONS
     assert not BLOCKING_REASONS & INFORMATIONAL_REASONS
 
 
