@@ -63,6 +63,17 @@ def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         }
         sign_model_dir(d, fields, key)
     (root / "tampered" / "labels.npy").write_bytes(b"\x93NUMPY edited after signing")
+    other = root / "other-schema"  # signed and passing, but built for another feature set
+    other.mkdir()
+    (other / "labels.npy").write_bytes(b"\x93NUMPY labels")
+    fields = {
+        "model_id": "other-schema",
+        "schema_hash": "0" * 16,
+        "feature_names": ["something_else"],
+        "gates": [_gate("auc_above_chance", 0.56, 0.5, ">", True)],
+        "gates_passed": True,
+    }
+    sign_model_dir(other, fields, key)
     return root
 
 
@@ -128,7 +139,7 @@ async def test_promote_refuses_tampered_and_failing_models_and_cooldown_unless_f
     assert (await plane.snapshot()).active == "m1"
 
     assert (await cli("promote", "m2", "--reason", "better", *reg))[0] == 0
-    rc, out, _ = await cli("rollback", "--reason", "m2 misbehaves")
+    rc, out, _ = await cli("rollback", "--reason", "m2 misbehaves", *reg)
     assert rc == 0 and "cooldown until" in out
     snap = await plane.snapshot()
     assert snap.active == "m1" and snap.cooldown_until_ns > 0
@@ -145,6 +156,42 @@ async def test_promote_refuses_tampered_and_failing_models_and_cooldown_unless_f
     rc, _, err = await cli("promote", "weak", "--reason", "accept ece", "--force", *reg)
     assert rc == 0 and (await plane.snapshot()).active == "weak"
     assert "FORCED past: ece" in (await plane.audit_log(1))[0]["reason"]
+
+
+async def test_force_overrides_gates_but_never_existence_signature_or_schema(cli, plane, registry):
+    reg = ["--registry", str(registry)]
+    assert (await cli("promote", "m1", "--reason", "base", *reg))[0] == 0
+    for model, says in (
+        ("no-such-model", "not found"),
+        ("tampered", "sha256"),
+        ("other-schema", "schema"),
+    ):
+        rc, _, err = await cli("promote", model, "--reason", "urgent", "--force", *reg)
+        assert rc == 1 and says in err and "--force cannot override" in err, (model, err)
+        rc, _, err = await cli(
+            "rollout", "canary", "--candidate", model, "--fraction", "0.1", "--reason", "x",
+            "--force", *reg,
+        )  # fmt: skip
+        assert rc == 1 and says in err, (model, err)
+        rc, _, err = await cli("shadow", model, "--reason", "x", "--force", *reg)
+        assert rc == 1 and says in err, (model, err)
+    snap = await plane.snapshot()
+    assert (snap.active, snap.previous, snap.shadow) == ("m1", None, None)
+    assert snap.rollout.mode == "disabled"
+    assert [e["kind"] for e in await plane.audit_log(10)] == ["PROMOTE"]
+
+
+async def test_rollback_refuses_to_revert_to_a_previous_model_that_cannot_serve(
+    cli, plane, registry
+):
+    reg = ["--registry", str(registry)]
+    assert (await cli("promote", "m1", "--reason", "base", *reg))[0] == 0
+    assert (await cli("promote", "m2", "--reason", "next", *reg))[0] == 0
+    (registry / "m1" / "labels.npy").write_bytes(b"\x93NUMPY corrupted on disk")
+    rc, _, err = await cli("rollback", "--reason", "m2 misbehaves", "--force", *reg)
+    assert rc == 1 and "previous model m1 cannot serve" in err and "geodesic promote" in err
+    snap = await plane.snapshot()
+    assert (snap.active, snap.previous, snap.cooldown_until_ns) == ("m2", "m1", 0)
 
 
 async def test_canary_rollout_then_promote_closes_the_rollout(cli, plane, registry):

@@ -46,8 +46,8 @@ from geodesic.operations.gates import (
     failures,
     gate_table,
     live_rows,
-    offline_rows,
-    verification_row,
+    model_checks,
+    overridable,
 )
 from geodesic.operations.history import (
     AuditEvent,
@@ -185,7 +185,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "promote", parents=[conn, change], help="make a verified model active (active -> previous)"
     )
     p.add_argument("model_id", type=_model_id)
-    p.add_argument("--force", action="store_true", help="override failed checks / cooldown")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="override failed gates / cooldown (never a missing, unverified or wrong-schema model)",
+    )
     _registry_arg(p)
     p.set_defaults(func=_runner(_promote))
 
@@ -212,13 +216,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--cooldown-s", type=float, default=900.0, help="promotion cooldown")
     p.add_argument("--force", action="store_true", help="even with nothing to roll back")
+    _registry_arg(p)
     p.set_defaults(func=_runner(_rollback))
 
     p = sub.add_parser("shadow", parents=[conn, change], help="set or clear the shadow model")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("model_id", nargs="?", type=_model_id)
     g.add_argument("--clear", action="store_true")
-    p.add_argument("--force", action="store_true", help="set even if it does not verify")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="accepted for symmetry; a shadow must still exist and verify",
+    )
     _registry_arg(p)
     p.set_defaults(func=_runner(_shadow))
 
@@ -395,23 +404,6 @@ def _tag(reason: str, overridden: list[str]) -> str:
     return f"{reason} [FORCED past: {', '.join(overridden)}]" if overridden else reason
 
 
-# ---- model checks ----------------------------------------------------------------------
-def model_checks(registry: Path, model_id: str, *, gates: bool = True) -> list[GateRow]:
-    """Registry verification (signature, sha256, live schema hash), then the offline gates
-    recorded in the verified manifest (an unverified manifest is not believed)."""
-    from geodesic.features.compute import SCHEMA_HASH
-    from geodesic.lifecycle.registry import ModelVerificationError, verify_model_dir
-
-    if not (registry / model_id).is_dir():
-        return [verification_row(f"model {model_id!r} not found in registry {registry}")]
-    try:
-        manifest = verify_model_dir(registry / model_id, SCHEMA_HASH)
-    except (ModelVerificationError, OSError) as exc:
-        return [verification_row(str(exc))]
-    rows = [verification_row(None, manifest.get("schema_hash"))]
-    return rows + offline_rows(manifest) if gates else rows
-
-
 def _cooldown_reason(snap: ControlSnapshot) -> str | None:
     if snap.cooldown_until_ns > time.time_ns():
         return (
@@ -424,7 +416,17 @@ def _cooldown_reason(snap: ControlSnapshot) -> str | None:
 def _check_or_refuse(
     args: argparse.Namespace, rows: list[GateRow], cooldown: str | None
 ) -> list[str]:
-    """Refuse on failed checks unless --force; returns the names of what was overridden."""
+    """Refuse on failed checks unless --force; returns the names of what was overridden.
+
+    --force overrides gates and the cooldown only: a model that does not exist, fails its
+    signature / checksums or was built for another feature schema is refused regardless.
+    """
+    hard = failures([r for r in rows if not overridable(r)])
+    if hard:
+        raise RefusalError(
+            "; ".join(hard) + " (--force cannot override a missing, unverifiable or "
+            "wrong-schema model: train or register it, or pick one `geodesic gates` passes)"
+        )
     problems = failures(rows) + ([cooldown] if cooldown else [])
     if not problems:
         return []
@@ -537,6 +539,16 @@ async def _rollback(args: argparse.Namespace, ctx: Ctx) -> int:
     in_flight = snap.rollout.mode != "disabled"
     if not in_flight and not snap.previous and not args.force:
         raise RefusalError("nothing to roll back: no rollout in flight and no previous model")
+    if not in_flight and snap.previous:
+        # reverting to a model that cannot serve would halt every signal: never forced
+        hard = failures(
+            r for r in model_checks(_registry(args), snap.previous, gates=False) if not r.passed
+        )
+        if hard:
+            raise RefusalError(
+                f"previous model {snap.previous} cannot serve: {'; '.join(hard)} "
+                "(promote a verified model instead: `geodesic promote <model_id>`)"
+            )
     actor = _actor(args)
     entry = await ctx.plane.rollback(actor=actor, reason=args.reason, cooldown_s=args.cooldown_s)
     await ctx.plane.record_mode_switch(
