@@ -8,16 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+import uuid
 from pathlib import Path
 
 import pytest
 
+from collector.app import build as build_collector
+from collector.settings import CollectorSettings
 from geodesic.cli.main import main
+from geodesic.contracts import Tick
 from geodesic.control import ControlPlane, TradingState, route_for
 from geodesic.control.keys import Keys
 from geodesic.features import FEATURE_NAMES, SCHEMA_HASH
 from geodesic.lifecycle.registry import sign_model_dir
 from geodesic.lifecycle.signing import resolve_signing_key
+from geodesic.runtime.kafka import make_producer
+from geodesic.stack.topics import TopicShape, delete_topics, ensure_topics
 
 pytestmark = pytest.mark.integration
 KEY = "o" * 40
@@ -437,3 +444,60 @@ async def test_audit_range_pages_through_the_stream_and_filters_on_event_time(pl
     window = await plane.audit_range(ts[2], ts[4], batch=2)
     assert [e["reason"] for e in window] == ["flip 2", "flip 3", "flip 4"]
     assert await plane.audit_range(ts[-1] + 1) == []
+
+
+async def test_kill_switch_symbol_must_fit_the_contract_and_unseen_symbols_are_flagged(
+    cli, plane, kafka_settings, redis_url, redis_prefix
+):
+    """The collector records every symbol it accepts; the CLI checks --symbol against it."""
+
+    rc, _, err = await cli("kill-switch", "on", "--symbol", "BAD SYM", "--reason", "x")
+    assert rc == 2 and "invalid symbol 'BAD SYM'" in err and "A-Z a-z 0-9" in err
+    assert (await cli("halt", "--symbol", "X" * 33, "--reason", "x"))[0] == 2
+
+    tag = uuid.uuid4().hex[:8]
+    raw, ticks, dlq = (f"sym.{tag}.{k}" for k in ("raw", "ticks", "dlq"))
+    await ensure_topics(kafka_settings, [TopicShape(t, 1) for t in (raw, ticks, dlq)])
+    collector = build_collector(
+        CollectorSettings(
+            kafka=kafka_settings,
+            redis_url=redis_url,
+            redis_prefix=redis_prefix,
+            http_port=0,
+            group_id=f"g-{tag}",
+            in_topic=raw,
+            out_topic=ticks,
+            dlq_topic=dlq,
+        )
+    )
+    await collector.start()
+    try:
+        await collector.wait_ready(30)
+        producer = make_producer(kafka_settings)
+        await producer.start()
+        try:
+            tick = Tick(
+                venue="X", symbol="AAPL", seq=1, ts_ns=time.time_ns(),
+                bid=99.0, ask=101.0, last=100.0, size=1.0,
+            )  # fmt: skip
+            await producer.send_and_wait(raw, tick.to_bytes(), key=b"AAPL")
+        finally:
+            await producer.stop()
+        deadline = asyncio.get_running_loop().time() + 20
+        while "AAPL" not in await plane.seen_symbols():
+            assert asyncio.get_running_loop().time() < deadline, "collector never recorded AAPL"
+            await asyncio.sleep(0.1)
+    finally:
+        await collector.stop()
+        await delete_topics(kafka_settings, [raw, ticks, dlq])
+
+    rc, _, err = await cli("kill-switch", "on", "--symbol", "aapl", "--reason", "x")
+    assert rc == 1 and "case-sensitive" in err and "--symbol AAPL" in err
+    assert (await plane.snapshot()).kill_symbols == frozenset()
+    rc, _, err = await cli("kill-switch", "on", "--symbol", "AAPL", "--reason", "bad prints")
+    assert rc == 0 and "never been seen" not in err
+    rc, _, err = await cli("kill-switch", "on", "--symbol", "MSFT", "--reason", "pre-emptive")
+    assert rc == 0 and "'MSFT' has never been seen" in err and "1 symbols seen" in err
+    rc, _, _ = await cli("halt", "--symbol", "aapl", "--allow-unseen", "--reason", "crypto-ish")
+    snap = await plane.snapshot()
+    assert rc == 0 and snap.kill_symbols == {"AAPL", "MSFT"} and "aapl" in snap.symbol_states

@@ -81,6 +81,18 @@ def _model_id(text: str) -> str:
     return text
 
 
+def _symbol(text: str) -> str:
+    """A symbol as the Tick contract defines it, taken as typed: symbols are case-sensitive
+    (lower-case ones exist), so upper-casing `aapl` could halt the wrong instrument."""
+    from geodesic.contracts.models import SYMBOL_MAX_LENGTH, SYMBOL_PATTERN, SYMBOL_RULE
+
+    if len(text) > SYMBOL_MAX_LENGTH or not re.fullmatch(SYMBOL_PATTERN, text):
+        raise argparse.ArgumentTypeError(
+            f"invalid symbol {text!r}: a symbol is {SYMBOL_RULE}, e.g. AAPL or BTC-USD"
+        )
+    return text
+
+
 def _nonblank(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("must not be blank")
@@ -149,6 +161,20 @@ def _registry_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _symbol_args(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument(
+        "--symbol",
+        type=_symbol,
+        help=f"one symbol, exactly as in the ticks (case-sensitive; default: {default})",
+    )
+    p.add_argument(
+        "--allow-unseen",
+        action="store_true",
+        help="set it even when the symbol was never seen but differs only in case from one "
+        "that was (otherwise refused as a likely typo)",
+    )
+
+
 def _guard_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--guard-config",
@@ -168,17 +194,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_runner(_status))
 
     p = sub.add_parser("kill-switch", parents=[conn, change], help="flip a kill switch")
-    p.add_argument("state", choices=("on", "off"))
-    p.add_argument("--symbol", help="one symbol (default: the global switch)")
+    p.add_argument("state", choices=("on", "off"), help="on halts everything it covers")
+    _symbol_args(p, "the global switch")
     p.set_defaults(func=_runner(_kill_switch))
 
     p = sub.add_parser("halt", parents=[conn, change], help="set REDUCING or HALTED")
-    p.add_argument("--symbol", help="one symbol (default: global)")
-    p.add_argument("--state", choices=("REDUCING", "HALTED"), default="HALTED")
+    _symbol_args(p, "global")
+    p.add_argument(
+        "--state",
+        choices=("REDUCING", "HALTED"),
+        default="HALTED",
+        help="REDUCING: only exits are tradable; HALTED (default): nothing is",
+    )
     p.set_defaults(func=_runner(_halt))
 
     p = sub.add_parser("resume", parents=[conn, change], help="set the trading state ACTIVE")
-    p.add_argument("--symbol", help="one symbol (default: global)")
+    _symbol_args(p, "global")
     p.set_defaults(func=_runner(_resume))
 
     p = sub.add_parser(
@@ -437,9 +468,33 @@ def _check_or_refuse(
     return [r.name for r in rows if not r.passed] + (["cooldown"] if cooldown else [])
 
 
+async def _check_symbol_seen(args: argparse.Namespace, ctx: Ctx) -> None:
+    """Warn when --symbol was never seen by the collector; refuse a likely case typo."""
+    symbol = args.symbol
+    if symbol is None:
+        return
+    seen = await ctx.plane.seen_symbols()
+    if symbol in seen:
+        return
+    twins = sorted(s for s in seen if s.casefold() == symbol.casefold())
+    if twins and not args.allow_unseen:
+        raise RefusalError(
+            f"symbol {symbol!r} was never seen, but {', '.join(twins)} was: symbols are "
+            f"case-sensitive, so this would halt nothing. Use --symbol {twins[0]}, or "
+            "--allow-unseen to set it anyway"
+        )
+    known = f"{len(seen)} symbols seen" if seen else "no symbol seen yet (is the collector up?)"
+    _err(
+        args,
+        f"note: symbol {symbol!r} has never been seen by the collector ({known}); "
+        "the change applies if it ever trades",
+    )
+
+
 # ---- changes ---------------------------------------------------------------------------
 async def _kill_switch(args: argparse.Namespace, ctx: Ctx) -> int:
     on = args.state == "on"
+    await _check_symbol_seen(args, ctx)
     entry = await ctx.plane.set_kill_switch(
         on, actor=_actor(args), reason=args.reason, symbol=args.symbol
     )
@@ -455,6 +510,7 @@ async def _kill_switch(args: argparse.Namespace, ctx: Ctx) -> int:
 
 
 async def _set_state(args: argparse.Namespace, ctx: Ctx, state: TradingState) -> int:
+    await _check_symbol_seen(args, ctx)
     entry = await ctx.plane.set_trading_state(
         state, actor=_actor(args), reason=args.reason, symbol=args.symbol
     )
