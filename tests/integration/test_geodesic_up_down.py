@@ -129,6 +129,16 @@ def test_one_stack_per_state_dir_found_from_any_directory_and_services_restart(t
 
         os.kill(first["pids"]["collector"], signal.SIGKILL)
         _wait_dead(first["pids"]["collector"])
+        status = geodesic("status", "--json", cwd=elsewhere, timeout=60)
+        assert status.returncode == 1, status.stderr  # documented: a service is down
+        rows = {r["service"]: r for r in json.loads(status.stdout)["services"]}
+        assert rows["collector"]["state"] == "down" and rows["collector"]["last_seen"]
+        assert rows["scorer"]["state"] == "ready" and rows["scorer"]["last_seen_age_s"] < 5
+        lags = {n: (rows[n]["lag"], rows[n]["lag_error"]) for n in rows}
+        assert all(isinstance(rows[n]["lag"], int) for n in ("feature", "scorer")), lags
+        table = geodesic("status", cwd=elsewhere, timeout=60)
+        assert table.returncode == 1 and "down" in table.stdout and "Services" in table.stdout
+
         heal = geodesic("up", cwd=elsewhere)
         assert heal.returncode == 0 and "collector is down: restarting it" in heal.stderr
         healed = json.loads(heal.stdout.strip().splitlines()[-1])
@@ -136,6 +146,7 @@ def test_one_stack_per_state_dir_found_from_any_directory_and_services_restart(t
         assert healed["pids"]["broker"] == first["pids"]["broker"]
         assert _health(healed["services"]["collector"])["ready"]
         assert geodesic("restart", "nope", cwd=elsewhere).returncode == 2
+        assert geodesic("status", cwd=elsewhere, timeout=60).returncode == 0
     finally:
         down = geodesic("down", cwd=elsewhere, timeout=60)
     assert down.returncode == 0, down.stderr

@@ -187,9 +187,22 @@ def _guard_arg(p: argparse.ArgumentParser) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     conn, change = _parents()
 
-    p = sub.add_parser("status", parents=[conn], help="control plane, win rates, drift, shadow")
+    p = sub.add_parser(
+        "status",
+        parents=[conn],
+        help="services (health, lag, last seen), control plane, win rates, drift, shadow; "
+        "exit 1 when a service is down or not ready",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--audit", type=int, default=10, metavar="N", help="last N audit events")
+    p.add_argument(
+        "--service-url",
+        action="append",
+        default=[],
+        metavar="NAME=URL",
+        help="a service's HTTP base URL to probe (repeatable; default: the services of the "
+        "running `geodesic up` stack)",
+    )
     _guard_arg(p)
     p.set_defaults(func=_runner(_status))
 
@@ -367,6 +380,7 @@ class Ctx:
         self.client = client
         self.plane = ControlPlane(client, prefix)
         self.prefix = prefix
+        self.url = url
         self.masked_url = mask_url(url)
 
     async def read_json(self, service: str, name: str) -> dict[str, Any] | None:
@@ -663,11 +677,22 @@ async def _status(args: argparse.Namespace, ctx: Ctx) -> int:
         source={"redis": ctx.masked_url, "prefix": ctx.prefix},
         cfg=_guard_cfg(args),
     )
+    from geodesic.cli.probes import discover, probe
+    from geodesic.operations.health import service_rows, services_ok
+
+    for spec in args.service_url:
+        name, sep, url = spec.partition("=")
+        if not sep or not name or not url.startswith(("http://", "https://")):
+            raise UsageError(f"--service-url {spec!r}: expected NAME=http://HOST:PORT")
+    found = discover(ctx.url, args.service_url)
+    seen = await ctx.plane.seen_symbols()
+    probes = await probe(found, {"collector": max(seen.values())} if seen else {})
+    doc["services"] = service_rows(probes, time.time_ns())
     if args.json:
         print(json.dumps(doc, indent=2, allow_nan=False))
     else:
         render_status(doc, _console())
-    return 0
+    return 0 if services_ok(doc["services"]) else 1
 
 
 async def _gates(args: argparse.Namespace, ctx: Ctx) -> int:
@@ -794,6 +819,7 @@ def render_status(doc: dict[str, Any], console: Console) -> None:
         f"[bold]Geodesic control plane[/bold] {src.get('redis', '')} prefix "
         f"{src.get('prefix', '')} (version {doc['version']}, {doc['generated_at']})"
     )
+    render_services(doc.get("services", []), console)
     t = Table(show_header=False, box=None, pad_edge=False)
     t.add_column(style="bold")
     t.add_column()
@@ -889,6 +915,28 @@ def render_status(doc: dict[str, Any], console: Console) -> None:
         console,
         title=f"last {len(doc['audit'])} audit events",
     )
+
+
+def render_services(rows: list[dict[str, Any]], console: Console) -> None:
+    if not rows:
+        console.print(
+            "[yellow]services: none known (no running `geodesic up` stack on this Redis; "
+            "give --service-url NAME=URL)[/yellow]"
+        )
+        return
+    t = Table(title="Services")
+    for col in ("service", "state", "lag", "last seen", "detail"):
+        t.add_column(col, overflow="fold")
+    for row in rows:
+        style = {"ready": "green", "not ready": "yellow"}.get(row["state"], "red")
+        lag = str(row["lag"]) if row["lag"] is not None else f"? ({row['lag_error'] or '-'})"
+        age = row["last_seen_age_s"]
+        seen = "never" if age is None else "now" if age < 1 else f"{age:.0f} s ago"
+        detail = row["detail"]
+        if row.get("last_input"):
+            detail += f"; last tick accepted {row['last_input']}"
+        t.add_row(row["service"], f"[{style}]{row['state']}[/{style}]", lag, seen, detail)
+    console.print(t)
 
 
 def _event_from_dict(d: dict[str, Any]) -> AuditEvent:

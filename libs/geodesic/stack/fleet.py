@@ -19,7 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from geodesic.stack.processes import (
@@ -53,10 +53,23 @@ class ServiceProcess:
     name: str
     proc: ServerProcess
     http_port: int
+    # from its /info once ready: what `geodesic status` needs for lag when it is down
+    group_id: str = ""
+    topics: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
+
+
+def info(port: int, timeout_s: float = 1.0) -> dict | None:
+    """The /info body, or None when the service does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/info", timeout=timeout_s) as resp:
+            body = json.loads(resp.read())
+    except (OSError, ValueError):
+        return None
+    return body if isinstance(body, dict) else None
 
 
 def health(port: int, timeout_s: float = 0.5) -> dict | None:
@@ -116,7 +129,13 @@ class Fleet:
         fleet._recorded = True
         for name, entry in doc["services"].items():
             proc = ServerProcess.from_json(name, entry)
-            fleet.services[name] = ServiceProcess(name, proc, int(entry["http_port"]))
+            fleet.services[name] = ServiceProcess(
+                name,
+                proc,
+                int(entry["http_port"]),
+                str(entry.get("group_id") or ""),
+                list(entry.get("topics") or []),
+            )
         return fleet
 
     def _environment(self, name: str, port: int) -> dict[str, str]:
@@ -161,11 +180,18 @@ class Fleet:
                 body = health(svc.http_port)
                 if body is not None and body.get("ready"):
                     pending.discard(name)
+                    self._record_consumer(svc)
             if pending and time.monotonic() > deadline:
                 reasons = {n: health(self.services[n].http_port) for n in pending}
                 raise TimeoutError(f"services not ready: {reasons}")
             if pending:
                 time.sleep(0.1)
+
+    def _record_consumer(self, svc: ServiceProcess) -> None:
+        doc = info(svc.http_port) or {}
+        svc.group_id = str(doc.get("group_id") or "")
+        svc.topics = [str(t) for t in doc.get("topics") or []]
+        self._write_state()
 
     def stop(self, name: str, *, graceful: bool = True) -> None:
         svc = self.services.get(name)
@@ -216,7 +242,13 @@ class Fleet:
             "env": self.env,
             "extra_env": {n: dict(e) for n, e in self.extra_env.items()},
             "services": {
-                n: {**s.proc.to_json(), "http_port": s.http_port} for n, s in self.services.items()
+                n: {
+                    **s.proc.to_json(),
+                    "http_port": s.http_port,
+                    "group_id": s.group_id,
+                    "topics": s.topics,
+                }
+                for n, s in self.services.items()
             },
         }
         _write_private(self.run_dir / FLEET_FILE, doc)
