@@ -69,6 +69,7 @@ class CollectorProcessor:
         self.clock = clock
         self.trackers: dict[TopicPartition, SequenceTracker] = {}
         self.counts = {"received": 0, "accepted": 0, "duplicates": 0, "dlq": 0}
+        self.seen: dict[str, int] = {}  # symbol -> last accepted ns, flushed at checkpoint
 
     def _new_tracker(self) -> SequenceTracker:
         return SequenceTracker(max_keys=self.max_keys, reset_gap=self.reset_gap)
@@ -103,6 +104,9 @@ class CollectorProcessor:
             }
         )
         self.metrics.tracked_keys.set(sum(len(t) for t in self.trackers.values()))
+        if self.seen:  # the operator CLI warns about a kill switch for an unseen symbol
+            seen, self.seen = self.seen, {}
+            await self.checkpoints.redis.hset(self.checkpoints.keys.seen_symbols, mapping=seen)
 
     async def process(self, tp: TopicPartition, records: Sequence[ConsumerRecord]) -> list[Output]:
         tracker = self.trackers.setdefault(tp, self._new_tracker())
@@ -143,6 +147,7 @@ class CollectorProcessor:
         self.counts["accepted"] += 1
         self.metrics.accepted.inc()
         tick = verdict.tick
+        self.seen[tick.symbol] = now
         return [Output(self.out_topic, tick.symbol.encode(), tick.to_bytes())]
 
     def _misplaced(self, tp: TopicPartition, symbol: str) -> Rejected | None:

@@ -75,8 +75,15 @@ T = TypeVar("T")
 
 
 def default_run_root() -> Path:
-    """Where stack run dirs live: $GEODESIC_RUN_DIR or ./run (ignored by git)."""
-    return Path(os.environ.get(ENV_RUN_DIR) or Path.cwd() / "run")
+    """The state directory: $GEODESIC_RUN_DIR, else $XDG_STATE_HOME/geodesic (by default
+    ~/.local/state/geodesic). Not the working directory: `geodesic down | restart | status`
+    run from anywhere must find the stack `geodesic up` started."""
+    override = os.environ.get(ENV_RUN_DIR)
+    if override:
+        return Path(override).expanduser()
+    xdg = os.environ.get("XDG_STATE_HOME", "")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "state"
+    return base / "geodesic"
 
 
 def tansu_binary() -> str:
