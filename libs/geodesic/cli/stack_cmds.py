@@ -16,6 +16,7 @@ from geodesic.stack import EmbeddedStack, find_running_stacks, stop_from_state
 from geodesic.stack.bootstrap import ensure_model
 from geodesic.stack.embedded import default_run_root
 from geodesic.stack.fleet import Fleet, stop_fleet_from_state
+from geodesic.stack.kafka_broker import KafkaUnavailableError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,6 +24,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     up.add_argument("--registry", type=Path, default=Path("models/registry"))
     up.add_argument("--bar-seconds", type=int, default=1, help="feature bar size")
     up.add_argument("--timeout", type=float, default=90.0)
+    up.add_argument(
+        "--broker",
+        choices=("kafka", "tansu"),
+        default=None,
+        help="embedded broker (default: $GEODESIC_EMBEDDED_BROKER, else Apache Kafka when "
+        "Java 17 and `make install`'s jars are present, else Tansu)",
+    )
     up.set_defaults(func=_up)
     down = sub.add_parser("down", help="stop everything `geodesic up` started")
     down.add_argument("--run-root", type=Path, default=None)
@@ -47,7 +55,11 @@ def _up(args: argparse.Namespace) -> int:
     print(f"[1/4] model registry {registry}", file=sys.stderr)
     model_id = ensure_model(registry)
     print("[2/4] starting broker and Redis", file=sys.stderr)
-    stack = EmbeddedStack(detach=True)
+    try:
+        stack = EmbeddedStack(detach=True, broker=args.broker)
+    except KafkaUnavailableError as exc:
+        print(f"geodesic up: {exc}", file=sys.stderr)
+        return 2
     info = stack.start()
     try:
         active = asyncio.run(_ensure_active(info.redis_url, model_id))
