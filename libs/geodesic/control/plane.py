@@ -9,6 +9,7 @@ from dataclasses import asdict
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import WatchError
 
 from geodesic.control.keys import Keys
 from geodesic.control.state import ControlSnapshot, Rollout, TradingState
@@ -18,6 +19,23 @@ SLOTS = ("active", "shadow", "previous")
 
 class CooldownActiveError(RuntimeError):
     """Raised when a promotion or rollout is attempted while a rollback cooldown holds."""
+
+
+def _audit_entry(
+    kind: str, actor: str, reason: str, before: Any, after: Any, symbol: str | None = None
+) -> dict[str, str]:
+    if not actor or not reason:
+        raise ValueError("every control change needs an actor and a reason")
+    return {
+        "event_id": uuid.uuid4().hex,
+        "kind": kind,
+        "actor": actor,
+        "reason": reason,
+        "from": json.dumps(before, default=str),
+        "to": json.dumps(after, default=str),
+        "symbol": symbol or "",
+        "ts_ns": str(time.time_ns()),
+    }
 
 
 def _s(value: bytes | str | None) -> str | None:
@@ -147,27 +165,21 @@ class ControlPlane:
         ops: list[tuple[str, tuple[Any, ...], dict[str, Any]]],
         symbol: str | None = None,
     ) -> dict[str, str]:
-        if not actor or not reason:
-            raise ValueError("every control change needs an actor and a reason")
-        entry = {
-            "event_id": uuid.uuid4().hex,
-            "kind": kind,
-            "actor": actor,
-            "reason": reason,
-            "from": json.dumps(before, default=str),
-            "to": json.dumps(after, default=str),
-            "symbol": symbol or "",
-            "ts_ns": str(time.time_ns()),
-        }
+        entry = _audit_entry(kind, actor, reason, before, after, symbol)
         pipe = self.redis.pipeline(transaction=True)
         for name, args, kwargs in ops:
             getattr(pipe, name)(*args, **kwargs)
-        pipe.incr(self.keys.version)
-        pipe.xadd(self.keys.audit, entry, maxlen=100_000, approximate=True)
-        pipe.publish(self.keys.channel, json.dumps({"kind": kind, "symbol": symbol}))
+        self._announce(pipe, entry)
         results = await pipe.execute()
         # the plane version this change produced (the INCR right after the ops)
         return {**entry, "version": str(results[len(ops)])}
+
+    def _announce(self, pipe: Any, entry: dict[str, str]) -> None:
+        """Version bump, audit entry and wake-up: queued in the caller's MULTI."""
+        pipe.incr(self.keys.version)
+        pipe.xadd(self.keys.audit, entry, maxlen=100_000, approximate=True)
+        symbol = entry["symbol"] or None
+        pipe.publish(self.keys.channel, json.dumps({"kind": entry["kind"], "symbol": symbol}))
 
     async def _check_cooldown(self, force: bool) -> None:
         snap = await self.snapshot()
@@ -284,3 +296,46 @@ class ControlPlane:
             before = snap.symbol_states.get(symbol, TradingState.ACTIVE).value
             op = ("hset", (k.state_symbols, symbol, state.value), {})
         return await self._commit("HALT", actor, reason, before, state.value, [op], symbol=symbol)
+
+    # ---- the automatic ramp's state (geodesic.rollout) --------------------------------
+    async def rollout_state(self) -> tuple[int, dict[str, Any]] | None:
+        """(revision, state document) of the automatic ramp, or None when none was started."""
+        raw = await self.redis.get(self.keys.rollout_controller)
+        if raw is None:
+            return None
+        doc = json.loads(raw)
+        return int(doc["revision"]), doc["state"]
+
+    async def put_rollout_state(
+        self,
+        state: dict[str, Any],
+        *,
+        expect_revision: int | None,
+        audit: tuple[str, str, Any, Any] | None = None,
+    ) -> bool:
+        """Write the ramp's state if nobody else wrote it since `expect_revision` was read.
+
+        Optimistic concurrency (WATCH): an operator's pause and the controller's decision
+        cannot overwrite each other; the loser re-reads and decides again. With `audit`
+        (actor, reason, from, to) the write is one ROLLOUT change: versioned, audited and
+        announced in the same MULTI, hence on control.events.
+        """
+        key = self.keys.rollout_controller
+        entry = _audit_entry("ROLLOUT", *audit) if audit is not None else None
+        async with self.redis.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(key)
+                raw = await pipe.get(key)
+                current = int(json.loads(raw)["revision"]) if raw is not None else None
+                if current != expect_revision:
+                    await pipe.unwatch()
+                    return False
+                pipe.multi()
+                doc = {"revision": (current or 0) + 1, "state": state}
+                pipe.set(key, json.dumps(doc, default=str))
+                if entry is not None:
+                    self._announce(pipe, entry)
+                await pipe.execute()
+            except WatchError:
+                return False
+        return True

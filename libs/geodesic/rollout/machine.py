@@ -3,7 +3,7 @@
     PENDING --controller picks it up--> ANALYSING step 0
     ANALYSING step n --green_windows all-green windows, min_duration_s met--> step n+1
     ANALYSING last step --same--> PROMOTED (guard window) --red--> ROLLED_BACK
-    ANALYSING --winrate red (always-valid test) or failed_windows red windows--> ABORTED
+    ANALYSING --an `immediate` check red (at once), or failed_windows red windows--> ABORTED
     ANALYSING --inconclusive past min_duration_s + inconclusive_limit_s--> PAUSED
     PAUSED --operator resume--> ANALYSING (same step, its clock restarted)
     PAUSED keeps its weight and its abort rules: a paused canary that turns red is aborted.
@@ -379,15 +379,17 @@ def start(state: RolloutState, now_ns: int) -> Transition:
 
 
 def decide(state: RolloutState, obs: Observations, now_ns: int) -> Transition:
-    """One analysis window's decision; before the window is over, nothing changes."""
+    """One analysis window's decision. Before the window closes nothing changes, except
+    that a red `immediate` check (a test already: win rate, drift, parity) acts at once."""
     if state.phase not in (Phase.ANALYSING, Phase.PAUSED, Phase.PROMOTED):
         return Transition(state)
     if state.phase == Phase.PROMOTED and now_ns >= state.guard_until_ns:
         return Transition(state)  # the guard window is over: nothing more to judge
-    if now_ns < state.next_decision_ns():
-        return Transition(state)
     checks, seq = judge(state, obs)
     red = [c for c in checks if c.status == Status.RED]
+    urgent = [c for c in red if c.name in state.plan.abort.immediate]
+    if now_ns < state.next_decision_ns() and not urgent:
+        return Transition(state)
     red_streak = state.red_streak + 1 if red else 0
     all_green = bool(checks) and all(c.status == Status.GREEN for c in checks)
     green_streak = state.green_streak + 1 if all_green else 0
@@ -403,7 +405,7 @@ def decide(state: RolloutState, obs: Observations, now_ns: int) -> Transition:
     plan = state.plan
     why_red = "; ".join(f"{c.name}: {c.detail}" for c in red)
     if state.phase == Phase.PROMOTED:
-        if red and red_streak >= plan.abort.failed_windows:
+        if urgent or (red and red_streak >= plan.abort.failed_windows):
             done = replace(new, phase=Phase.ROLLED_BACK, reason=f"after promotion: {why_red}")
             return Transition(
                 done,
@@ -412,11 +414,7 @@ def decide(state: RolloutState, obs: Observations, now_ns: int) -> Transition:
                 f"ROLLED_BACK {state.candidate}: {why_red}",
             )
         return Transition(new)
-    winrate_red = any(c.name == "winrate" for c in red)
-    if red and (
-        (winrate_red and plan.abort.winrate_aborts_immediately)
-        or red_streak >= plan.abort.failed_windows
-    ):
+    if urgent or (red and red_streak >= plan.abort.failed_windows):
         done = replace(new, phase=Phase.ABORTED, reason=f"{state.label()}: {why_red}")
         return Transition(
             done,

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 from itertools import pairwise
 from pathlib import Path
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+CheckName = Literal[
+    "p95_latency_ms", "error_rate", "shadow_match_rate", "parity_failures", "drift", "winrate"
+]
 Fraction = Annotated[float, Field(gt=0.0, le=1.0)]
 Seconds = Annotated[float, Field(ge=0.0)]
 
@@ -77,11 +80,14 @@ class Checks(_Frozen):
 class AbortRules(_Frozen):
     """When red checks end the rollout (the candidate goes back to 0%)."""
 
-    #: consecutive analysis windows with a red check (latency, errors, shadow, parity,
-    #: drift) that abort; one window with a red check is a warning
+    #: consecutive analysis windows with a red check that abort (or roll back after
+    #: promotion); one red window of a noisy point estimate (latency, errors, shadow
+    #: match rate) is a warning
     failed_windows: Annotated[int, Field(ge=1)] = 2
-    #: the sequential win-rate test is valid at any look, so it aborts at once
-    winrate_aborts_immediately: bool = True
+    #: checks that are tests already (the always-valid win-rate test, the drift guard's
+    #: sample-size-aware alarm, parity failures): red aborts at once, without waiting for
+    #: the analysis window to close
+    immediate: frozenset[CheckName] = frozenset({"winrate", "drift", "parity_failures"})
     #: the rollback cooldown an automatic abort starts (blocks re-promotion flapping)
     cooldown_s: Seconds = 900.0
 

@@ -210,3 +210,13 @@ def test_nothing_is_decided_before_the_window_closes():
 def test_state_survives_a_json_round_trip():
     st, _ = run(started(), good(), 0, 1)
     assert RolloutState.from_json(st.to_json()) == st
+
+
+def test_an_immediate_check_acts_before_the_window_closes_a_point_estimate_waits():
+    drifted = Observations(**{**good().__dict__, "drift_verdict": "rollback"})
+    p = plan(checks={"drift": True, "max_parity_failures": None})
+    st = start(RolloutState("r1", "m-new", "m-old", p), 0).state
+    t = decide(st, drifted, S // 10)  # a tenth of the window: drift is a test, it acts now
+    assert t.state.phase == Phase.ABORTED and "drift" in t.state.reason
+    slow = decide(st, good(latency=900.0), S // 10)  # latency waits for the window
+    assert slow.state == st
