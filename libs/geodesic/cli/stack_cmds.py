@@ -12,6 +12,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from geodesic.control import ControlPlane
+from geodesic.lifecycle.registry import demo_promotion_reason
 from geodesic.stack import EmbeddedStack, find_running_stacks, stop_from_state
 from geodesic.stack.bootstrap import ensure_model
 from geodesic.stack.embedded import default_run_root
@@ -29,14 +30,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     down.set_defaults(func=_down)
 
 
-async def _ensure_active(redis_url: str, model_id: str) -> str:
+async def _ensure_active(redis_url: str, model_id: str, reason: str) -> str:
     client = aioredis.from_url(redis_url)
     try:
         plane = ControlPlane(client)
         snap = await plane.snapshot()
         if snap.active:
             return snap.active
-        await plane.promote(model_id, actor="geodesic-up", reason="no active model: bootstrap")
+        await plane.promote(model_id, actor="geodesic-up", reason=reason)
         return model_id
     finally:
         await client.aclose()
@@ -50,7 +51,8 @@ def _up(args: argparse.Namespace) -> int:
     stack = EmbeddedStack(detach=True)
     info = stack.start()
     try:
-        active = asyncio.run(_ensure_active(info.redis_url, model_id))
+        reason = demo_promotion_reason(registry / model_id, "no active model: bootstrap")
+        active = asyncio.run(_ensure_active(info.redis_url, model_id, reason))
         print(f"[3/4] active model {active}; starting services", file=sys.stderr)
         env = {
             **info.env(),

@@ -99,6 +99,24 @@ class TrainConfig(BaseModel):
     #: Top fraction of scores for precision@k.
     precision_top_fraction: Annotated[float, Field(gt=0, le=1)] = 0.1
     seed: Annotated[int, Field(ge=0)] = 100
+    #: Date-block shuffles of the permutation null and paired-bootstrap resamples.
+    n_permutations: Annotated[int, Field(ge=19)] = 200
+    n_bootstrap: Annotated[int, Field(ge=19)] = 200
+    #: Bars per block of the permutation null / bootstrap (keeps label autocorrelation).
+    block_bars: PosInt = 20
+    #: One-sided quantile of the bootstrap lift read by the gates (0.05: a 95% bound).
+    bound_quantile: Annotated[float, Field(gt=0, lt=0.5)] = 0.05
+    #: Walk-forward step over the holdout (bars after the cutoff): retrain on all the
+    #: past, score the next step. 252 = yearly on daily bars.
+    holdout_step_bars: PosInt = 252
+    #: Score the data on/after the cutoff walk-forward (needs a cutoff and data after it).
+    walk_forward_holdout: bool = True
+    #: Round-trip costs (bp) of the cost-sensitivity table.
+    cost_grid_bp: tuple[Annotated[float, Field(ge=0)], ...] = (0.0, 1.0, 2.0, 5.0, 10.0)
+    #: Configurations tried before this one (other runs); the deflated Sharpe ratio adds
+    #: the forecasters evaluated in this run.
+    prior_trials: Annotated[int, Field(ge=0)] = 0
+    reliability_bins: Annotated[int, Field(ge=2)] = 10
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
@@ -133,19 +151,24 @@ class CertifyConfig(BaseModel):
 
 
 class GateThresholds(BaseModel):
-    """Limits of the offline gates (``lifecycle.gates.offline_gates``); None disables one."""
+    """Limits of the offline gates (``lifecycle.gates.offline_gates``); None disables one.
+
+    They read the honest sections of the report (per-fold CV and the walk-forward holdout),
+    never the pooled figures: a model must beat the permutation null and every baseline
+    with its confidence bound, in CV and on the holdout.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    #: Pooled out-of-fold AUC must exceed this.
+    #: Per-fold mean AUC must exceed this (CV and holdout).
     min_auc: Annotated[float, Field(ge=0, le=1)] | None = 0.5
-    #: ... and so must AUC - auc_bound_z * SE (a point estimate above 0.5 is not skill).
-    min_auc_lower_bound: Annotated[float, Field(ge=0, le=1)] | None = 0.5
-    auc_bound_z: Annotated[float, Field(ge=0, le=10)] = 1.96
-    #: AUC must beat the logistic-regression baseline by more than this.
-    min_auc_lift_over_logistic: Annotated[float, Field(ge=-1, le=1)] | None = 0.0
-    #: AUC must beat the momentum rule by more than this.
-    min_auc_lift_over_momentum: Annotated[float, Field(ge=-1, le=1)] | None = 0.0
+    #: The date-block permutation p-value of the mean AUC must be below this.
+    max_null_p: Annotated[float, Field(gt=0, le=1)] | None = 0.05
+    #: Lower bootstrap bound of the mean-AUC lift over each baseline must exceed this.
+    min_lift_lower_bound: Annotated[float, Field(ge=-1, le=1)] | None = 0.0
+    #: Brier skill against the prior must exceed this (probabilities beat the base rate).
+    min_brier_skill: Annotated[float, Field(ge=-1, le=1)] | None = 0.0
+    #: Quantile-bin ECE must be below this.
     max_ece: Annotated[float, Field(ge=0, le=1)] | None = 0.05
     #: Pipeline top-K recall against exact Lorentz k-NN (the brief's >= 0.90).
     min_ann_accuracy: Annotated[float, Field(ge=0, le=1)] | None = 0.90
@@ -153,3 +176,5 @@ class GateThresholds(BaseModel):
     max_abstain_rate: Annotated[float, Field(ge=0, le=1)] | None = 0.5
     #: The worst fold's AUC; catches a model that only works in one period.
     min_fold_auc: Annotated[float, Field(ge=0, le=1)] | None = None
+    #: Without a holdout (no cutoff, or no data after it) the holdout gates fail.
+    require_holdout: bool = True

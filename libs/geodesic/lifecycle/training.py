@@ -47,6 +47,7 @@ from geodesic.lifecycle.evaluation import (
     cross_validate,
     kernel_config,
     scorer_params,
+    walk_forward_holdout,
 )
 from geodesic.lifecycle.gates import GateResult, offline_gates
 from geodesic.lifecycle.registry import (
@@ -58,6 +59,7 @@ from geodesic.lifecycle.registry import (
 )
 from geodesic.lifecycle.reports import (
     DatasetSummary,
+    EvaluationSection,
     GateRecord,
     OfflineReport,
     write_json,
@@ -72,6 +74,7 @@ __all__ = [
     "describe",
     "evaluate",
     "manifest_fields",
+    "offline_report",
     "train",
 ]
 
@@ -99,13 +102,14 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _report(
+def offline_report(
     run_id: str,
     ds: LabeledDataset,
     cfg: TrainConfig,
     cv: CrossValidation,
     seconds: dict[str, float],
     final_model: dict[str, Any] | None = None,
+    holdout: EvaluationSection | None = None,
 ) -> OfflineReport:
     return OfflineReport(
         model_id=run_id,
@@ -117,6 +121,8 @@ def _report(
         folds=cv.folds,
         overall=cv.overall,
         no_information_overlap=cv.no_information_overlap,
+        cv=cv.honest,
+        holdout=holdout,
         final_model=final_model or {},
         seconds=seconds,
     )
@@ -142,8 +148,14 @@ def evaluate(
     t_data = time.perf_counter()
     cv = cross_validate(ds, cfg, out / "folds", run_id)
     t_cv = time.perf_counter()
-    seconds = {"dataset": t_data - t0, "cross_validation": t_cv - t_data}
-    report = _report(run_id, ds, cfg, cv, seconds)
+    holdout = walk_forward_holdout(ds, cfg, out / "holdout", run_id)
+    t_hold = time.perf_counter()
+    seconds = {
+        "dataset": t_data - t0,
+        "cross_validation": t_cv - t_data,
+        "holdout_walk_forward": t_hold - t_cv,
+    }
+    report = offline_report(run_id, ds, cfg, cv, seconds, holdout=holdout)
     gates = offline_gates(report, thresholds)
     report = _with_gates(report, gates)
     paths = write_report(report, out)
@@ -222,6 +234,20 @@ def manifest_fields(
                 for f in report.folds
             ],
         },
+        "honest": {
+            sec.kind: {
+                name: {
+                    "auc_mean": m.auc_mean,
+                    "null_p": m.null_p,
+                    "brier_skill": m.brier_skill,
+                    "ece_quantile": m.ece_quantile,
+                    "sharpe_net": m.trading.sharpe_net,
+                }
+                for name, m in sec.forecasters.items()
+            }
+            for sec in (report.cv, report.holdout)
+            if sec is not None
+        },
         "gates": [g.model_dump(mode="json") for g in report.gates],
         "gates_passed": all(g.passed for g in report.gates),
         "certification": certification,
@@ -253,6 +279,7 @@ def train(
         ds = load_training_dataset(cfg.data)
         t_data = time.perf_counter()
         cv = cross_validate(ds, cfg, out / "folds", model_id)
+        holdout = walk_forward_holdout(ds, cfg, out / "holdout", model_id)
         t_cv = time.perf_counter()
 
         labeled, y01 = ds.binary()
@@ -305,7 +332,7 @@ def train(
             "final_fit": t_fit - t_cv,
             "certify": t_cert - t_fit,
         }
-        report = _report(model_id, ds, cfg, cv, seconds, final)
+        report = offline_report(model_id, ds, cfg, cv, seconds, final, holdout)
         gates = offline_gates(report, thresholds)
         report = _with_gates(report, gates)
         fields = manifest_fields(model, cfg, report, thresholds, certification)
@@ -326,6 +353,15 @@ def describe(result: TrainResult) -> str:
     o = result.report.overall
     lines = [
         f"model {result.model_id}" + (f" -> {result.model_dir}" if result.model_dir else ""),
+        *(
+            f"  {sec.kind}: "
+            + "; ".join(
+                f"{n} AUC {_fmt(m.auc_mean, 4)} p {_fmt(m.null_p)} BSS {_fmt(m.brier_skill, 4)}"
+                for n, m in sec.forecasters.items()
+            )
+            for sec in (result.report.cv, result.report.holdout)
+            if sec is not None
+        ),
         f"  AUC {_fmt(o.model.auc)} (logistic {_fmt(o.baselines['logistic'].auc)}, momentum "
         f"{_fmt(o.baselines['momentum'].auc)}); hit rate {_fmt(o.model.hit_rate)}; "
         f"ECE {_fmt(o.model.ece)}",

@@ -19,24 +19,30 @@ def _by_name(results):
     return {r.name: r for r in results}
 
 
-def test_gates_compare_the_report_with_configured_limits(trained):
+def test_gates_compare_the_honest_sections_with_configured_limits(trained):
     report = trained.report
-    o = report.overall
+    o, cv = report.overall, report.cv
     gates = _by_name(offline_gates(report, GateThresholds()))
     assert gates["ann_accuracy"].value == o.ann.pipeline_recall_vs_exact_lorentz
     assert gates["ann_accuracy"].limit == 0.90 and gates["ann_accuracy"].passed
-    lift = o.model.auc - o.baselines["logistic"].auc
-    assert gates["auc_vs_logistic"].value == pytest.approx(lift)
-    assert gates["auc_vs_logistic"].passed == (lift > 0)
-    assert gates["ece"].passed == (o.model.ece < 0.05)
+    for b in ("logistic", "momentum", "prior", "euclidean_knn"):
+        g = gates[f"cv_lift_lower_vs_{b}"]
+        assert g.value == pytest.approx(cv.lift_vs_baselines[b].lower)
+        assert g.passed == (g.value > 0)
+    model = cv.forecasters["analog"]
+    assert gates["cv_null_p"].value == model.null_p
+    assert gates["cv_null_p"].passed == (model.null_p < 0.05)
+    assert gates["cv_ece"].passed == (model.ece_quantile < 0.05)
+    assert gates["cv_brier_skill"].passed == (model.brier_skill > 0)
     assert "worst_fold_auc" not in gates  # disabled by default (None)
-    lower = gates["auc_lower_bound"]
-    assert lower.value == pytest.approx(o.model.auc - 1.96 * o.model.auc_se)
-    assert lower.passed == (lower.value > 0.5)
+    # no cutoff in this config: no holdout, and the holdout gates fail as undefined
+    assert report.holdout is None
+    assert gates["holdout_auc_mean"].value is None and not gates["holdout_auc_mean"].passed
     # stricter limits flip results; the same report as a plain dict gives the same answer
-    strict = GateThresholds(min_auc=1.0, max_ece=0.0)
+    strict = GateThresholds(min_auc=1.0, max_ece=0.0, require_holdout=False)
     again = _by_name(offline_gates(report.model_dump(mode="json"), strict))
-    assert not again["auc_above_chance"].passed and not again["ece"].passed
+    assert not again["cv_auc_mean"].passed and not again["cv_ece"].passed
+    assert "holdout_auc_mean" not in again
     assert not all_passed(list(again.values()))
 
 
@@ -58,12 +64,12 @@ def test_auc_standard_error_equals_the_exact_null_variance_at_one_half():
 
 
 def test_undefined_metric_fails_its_gate_and_bad_thresholds_are_rejected(trained):
-    overall = trained.report.overall.model_copy(
-        update={"model": trained.report.overall.model.model_copy(update={"auc": None})}
-    )
-    report = trained.report.model_copy(update={"overall": overall})
+    cv = trained.report.cv
+    analog = cv.forecasters["analog"].model_copy(update={"auc_mean": None})
+    section = cv.model_copy(update={"forecasters": {**cv.forecasters, "analog": analog}})
+    report = trained.report.model_copy(update={"cv": section})
     gates = _by_name(offline_gates(report))
-    assert not gates["auc_above_chance"].passed and gates["auc_above_chance"].value is None
+    assert not gates["cv_auc_mean"].passed and gates["cv_auc_mean"].value is None
     with pytest.raises(ValidationError, match="max_ece"):
         GateThresholds(max_ece=2.0)
 

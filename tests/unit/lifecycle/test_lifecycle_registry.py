@@ -167,3 +167,13 @@ def test_dev_key_is_created_0600_with_a_warning_and_never_created_on_verify(tmp_
 def test_published_model_is_readable_by_other_services(model_dir):
     assert stat.S_IMODE(model_dir.stat().st_mode) == 0o755
     assert stat.S_IMODE((model_dir / MANIFEST_FILE).stat().st_mode) == 0o644
+
+
+def test_demo_promotion_reason_names_every_failed_gate(model_dir):
+    from geodesic.lifecycle.registry import demo_promotion_reason
+
+    failed = [g["name"] for g in load_manifest(model_dir)["gates"] if not g["passed"]]
+    assert failed  # no holdout in the small config: at least the holdout gates fail
+    reason = demo_promotion_reason(model_dir, "initial model")
+    assert reason.startswith("initial model; DEMO model promoted past")
+    assert all(name in reason for name in failed)
