@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from lorentzcore.kernels import fit_prior_strength, shrink_to_base_rate
+
 __all__ = ["EuclideanKNN", "LogisticRegression", "MomentumRule", "PriorRule"]
 
 FloatArray = NDArray[np.float64]
@@ -154,7 +156,10 @@ class EuclideanKNN:
     """Equal-vote k nearest neighbours by L2 on features standardised on the training fold.
 
     Exact search (brute force in blocks): the ablation must not inherit ANN error.
-    Constant training columns are dropped, as the analog model drops them.
+    Constant training columns are dropped, as the analog model drops them. With training
+    times and an exclusion window, the vote is shrunk toward the base rate exactly as the
+    analog model's is (empirical-Bayes prior strength from leave-out votes), so the
+    comparison isolates the geometry, not the calibration.
     """
 
     mean: FloatArray
@@ -163,14 +168,45 @@ class EuclideanKNN:
     Z: FloatArray
     y: FloatArray
     k: int
+    base_rate: float | None = None
+    prior_strength: float | None = None
 
     @classmethod
-    def fit(cls, X: ArrayLike, y: ArrayLike, k: int) -> EuclideanKNN:
+    def fit(
+        cls,
+        X: ArrayLike,
+        y: ArrayLike,
+        k: int,
+        *,
+        times: ArrayLike | None = None,
+        exclude_bars: int | None = None,
+        max_queries: int = 4000,
+        seed: int = 0,
+    ) -> EuclideanKNN:
         Xa = np.asarray(X, dtype=np.float64)
+        ya = np.asarray(y, dtype=np.float64)
         mean, std = Xa.mean(axis=0), Xa.std(axis=0)
         keep = std > 1e-9 * np.maximum(1.0, np.abs(mean))
         Z = (Xa[:, keep] - mean[keep]) / std[keep]
-        return cls(mean, std, keep, Z, np.asarray(y, dtype=np.float64), min(k, Xa.shape[0]))
+        knn = cls(mean, std, keep, Z, ya, min(k, Xa.shape[0]))
+        if times is None or exclude_bars is None or not 0 < ya.mean() < 1:
+            return knn
+        t = np.asarray(times, dtype=np.int64)
+        rng = np.random.default_rng(seed)
+        n = Xa.shape[0]
+        rows = np.sort(rng.choice(n, max_queries, replace=False)) if n > max_queries else None
+        rows = np.arange(n) if rows is None else rows
+        sq = np.sum(Z * Z, axis=1)
+        votes = np.empty(rows.shape[0])
+        for a in range(0, rows.shape[0], 512):
+            r = rows[a : a + 512]
+            d = sq[None, :] - 2.0 * Z[r] @ Z.T
+            d[np.abs(t[r][:, None] - t[None, :]) <= exclude_bars] = np.inf
+            nn = np.argpartition(d, knn.k - 1, axis=1)[:, : knn.k]
+            votes[a : a + 512] = ya[nn].mean(axis=1)
+        p0 = float(ya.mean())
+        m = fit_prior_strength(votes, np.full(votes.shape[0], float(knn.k)), p0)
+        return cls(mean, std, keep, Z, ya, knn.k, p0, m)
 
     def predict_proba(self, X: ArrayLike, block: int = 512) -> FloatArray:
         Q = (np.asarray(X, dtype=np.float64)[:, self.keep] - self.mean[self.keep]) / self.std[
@@ -183,4 +219,6 @@ class EuclideanKNN:
             d = sq[None, :] - 2.0 * q @ self.Z.T
             nn = np.argpartition(d, self.k - 1, axis=1)[:, : self.k]
             out[a : a + block] = self.y[nn].mean(axis=1)
+        if self.base_rate is not None and self.prior_strength is not None:
+            out = shrink_to_base_rate(out, float(self.k), self.base_rate, self.prior_strength)
         return out

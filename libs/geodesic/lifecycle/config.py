@@ -99,6 +99,9 @@ class TrainConfig(BaseModel):
     #: Top fraction of scores for precision@k.
     precision_top_fraction: Annotated[float, Field(gt=0, le=1)] = 0.1
     seed: Annotated[int, Field(ge=0)] = 100
+    #: Serve the vote shrunk toward the training base rate by effective neighbours, the
+    #: prior strength fitted by empirical Bayes on each training set (lorentzcore.kernels).
+    shrink_to_base_rate: bool = True
     #: Date-block shuffles of the permutation null and paired-bootstrap resamples.
     n_permutations: Annotated[int, Field(ge=19)] = 200
     n_bootstrap: Annotated[int, Field(ge=19)] = 200

@@ -59,7 +59,7 @@ from geodesic.lifecycle.reports import (
 )
 from lorentzcore.ann import recall_at_k
 from lorentzcore.hyperbolic import lorentz_distances_to_query
-from lorentzcore.kernels import KernelConfig, kernel_weights, weighted_prob
+from lorentzcore.kernels import KernelConfig, kernel_weights, shrink_to_base_rate, weighted_prob
 from lorentzcore.metrics import expected_calibration_error, precision_at_k, roc_auc
 from lorentzcore.model import AnalogModel, ScorerParams
 from lorentzcore.scorer import Scorer
@@ -82,6 +82,7 @@ __all__ = [
     "make_folds",
     "purge_horizon",
     "scorer_params",
+    "shrink_exclude_bars",
     "skill_metrics",
     "walk_forward_holdout",
 ]
@@ -135,6 +136,12 @@ def purge_horizon(ds: LabeledDataset) -> int:
     over more calendar positions, and the purge must cover the longest stretch.
     """
     return int(np.max(ds.label_end - ds.times))
+
+
+def shrink_exclude_bars(ds: LabeledDataset, cfg: TrainConfig) -> int | None:
+    """Bars around a training point excluded from its own vote when the shrinkage is
+    fitted (None: no shrinkage): the purge window, so no neighbour shares its label."""
+    return max(cfg.embargo, purge_horizon(ds)) if cfg.shrink_to_base_rate else None
 
 
 def make_folds(ds: LabeledDataset, cfg: TrainConfig) -> list[Fold]:
@@ -266,7 +273,10 @@ def _neighbour_study(
         for name, (ids, d) in choices.items():
             tau = np.abs(int(Tq[i]) - model.times[ids])
             w = kernel_weights(d, tau, kernel)
-            probs[name][i], _, abst[name][i] = weighted_prob(w, labels[ids], kernel.weight_floor)
+            p, eff, abst[name][i] = weighted_prob(w, labels[ids], kernel.weight_floor)
+            if not abst[name][i] and params.base_rate is not None and params.prior_strength:
+                p = shrink_to_base_rate(p, eff, params.base_rate, params.prior_strength)
+            probs[name][i] = p
     ann = AnnAccuracy(
         n_queries=n,
         k=k,
@@ -299,7 +309,14 @@ def _baselines(
     r1 = ds.feature("logret_1")
     mom = MomentumRule.fit(r1[fit_idx], ytr)
     prior = PriorRule.fit(ytr).predict_proba(len(test_idx))
-    knn = EuclideanKNN.fit(Xtr, ytr, cfg.k).predict_proba(Xte)
+    knn = EuclideanKNN.fit(
+        Xtr,
+        ytr,
+        cfg.k,
+        times=ds.times[fit_idx],
+        exclude_bars=shrink_exclude_bars(ds, cfg),
+        seed=cfg.seed,
+    ).predict_proba(Xte)
     no_abstain = np.zeros(len(test_idx), dtype=bool)
     return {
         "logistic": Predictions(p_lr, no_abstain),
@@ -543,6 +560,7 @@ def walk_forward_holdout(
             ef_construction=cfg.ef_construction,
             ef_search=cfg.ef_search,
             seed=cfg.seed,
+            shrink_exclude_bars=shrink_exclude_bars(full, cfg),
         )
         b = Scorer(model).score_batch(full.X[test], full.times[test], level=0)
         parts.setdefault("analog", []).append((test, Predictions(b.prob_up, b.abstain)))
@@ -635,6 +653,7 @@ def cross_validate(
             ef_construction=cfg.ef_construction,
             ef_search=cfg.ef_search,
             seed=cfg.seed,
+            shrink_exclude_bars=shrink_exclude_bars(ds, cfg),
         )
         t_fit = time.perf_counter()
         Xt, Tt = ds.X[test], ds.times[test]

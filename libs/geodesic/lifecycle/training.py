@@ -47,6 +47,7 @@ from geodesic.lifecycle.evaluation import (
     cross_validate,
     kernel_config,
     scorer_params,
+    shrink_exclude_bars,
     walk_forward_holdout,
 )
 from geodesic.lifecycle.gates import GateResult, offline_gates
@@ -298,6 +299,7 @@ def train(
             ef_search=cfg.ef_search,
             seed=cfg.seed,
             extra={"lifecycle": "geodesic.lifecycle/1", "bar_offset": cfg.data.bar_offset},
+            shrink_exclude_bars=shrink_exclude_bars(ds, cfg),
         )
         radius = np.linalg.norm(model.whitener.transform(ds.X), axis=1)
         write_json(
