@@ -119,12 +119,15 @@ class AnalogModel:
         seed: int = 100,
         extra: dict[str, Any] | None = None,
         shrink_exclude_bars: int | None = None,
+        candidate_metric: str = "l2",
     ) -> AnalogModel:
         """Fit the whitener on X only (no test data leaks in), build the index, save all.
 
         With ``shrink_exclude_bars`` set, the vote's shrinkage toward the training base rate
         is fitted (empirical Bayes) from votes on training points whose neighbours exclude
         every sample within that many bars of them (their own and overlapping labels).
+        ``candidate_metric="lorentz_mips"`` builds the HNSW graph over the MIPS-augmented
+        lift (lorentzcore.ann), so candidates arrive in Lorentz order.
         """
         X64 = np.asarray(X, dtype=np.float64)
         y = np.asarray(labels, dtype=np.float32)
@@ -155,6 +158,8 @@ class AnalogModel:
             ef_search=ef_search,
             k_cand=params.k_cand,
             seed=seed,
+            metric=candidate_metric,
+            lift_scale=float(params.lift_scale or 1.0),
         )
         spec = ModelSpec(
             model_id=model_id,

@@ -251,7 +251,8 @@ def _neighbour_study(
     k, k_cand = params.k, min(params.k_cand, model.index.count)
     k = min(k, model.index.count)
     scale = float(params.lift_scale or 1.0)
-    Zq = model.whitener.transform(Xq.astype(np.float32))  # the scorer's float32 path
+    scorer = Scorer(model)  # the scorer's own float32, feature-masked whitening, row by row
+    Zq = np.stack([scorer.whiten(x) for x in Xq])
     cand_ids, _, Zn = model.index.search_with_vectors(Zq, k_cand)
     exact_ids, exact_d = exact_lorentz_topk(model.index.vector_store, Zq, scale, k)
     exact_l2, _ = model.index.exact_search(Zq, k)
@@ -560,6 +561,7 @@ def walk_forward_holdout(
             ef_construction=cfg.ef_construction,
             ef_search=cfg.ef_search,
             seed=cfg.seed,
+            candidate_metric=cfg.candidate_stage,
             shrink_exclude_bars=shrink_exclude_bars(full, cfg),
         )
         b = Scorer(model).score_batch(full.X[test], full.times[test], level=0)
@@ -653,6 +655,7 @@ def cross_validate(
             ef_construction=cfg.ef_construction,
             ef_search=cfg.ef_search,
             seed=cfg.seed,
+            candidate_metric=cfg.candidate_stage,
             shrink_exclude_bars=shrink_exclude_bars(ds, cfg),
         )
         t_fit = time.perf_counter()

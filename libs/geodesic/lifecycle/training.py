@@ -68,12 +68,14 @@ from geodesic.lifecycle.reports import (
 )
 from geodesic.lifecycle.signing import SigningKey, resolve_signing_key
 from lorentzcore.model import AnalogModel
+from lorentzcore.scorer import Scorer
 
 __all__ = [
     "TrainResult",
     "default_model_id",
     "describe",
     "evaluate",
+    "excluded_features",
     "manifest_fields",
     "offline_report",
     "train",
@@ -163,6 +165,34 @@ def evaluate(
     return TrainResult(run_id, None, report, paths, gates, None, time.perf_counter() - t0)
 
 
+def excluded_features(model: AnalogModel) -> list[dict[str, str]]:
+    """Features the model does not use, and why (the manifest's ``excluded_features``)."""
+    mask = model.spec.feature_mask
+    if mask is None:
+        return []
+    return [
+        {"name": name, "reason": "no information in training (constant column)"}
+        for name, used in zip(model.spec.feature_names, mask, strict=True)
+        if not used
+    ]
+
+
+def _monitoring_features(ds: LabeledDataset, cfg: TrainConfig) -> np.ndarray:
+    """The training features as the drift monitor should expect them live.
+
+    Identical to ds.X except the spread column of a "constant"-spread data set: the model
+    ignores that column, but live bars carry the replay's jittered quotes, so the drift
+    reference takes its spread from the replay model (same bars, same seed).
+    """
+    if cfg.data.spread_model != "constant" or "spread_bp" not in ds.feature_names:
+        return ds.X
+    live = load_training_dataset(cfg.data.model_copy(update={"spread_model": "replay"}))
+    j = ds.feature_names.index("spread_bp")
+    X = ds.X.copy()
+    X[:, j] = live.X[:, j]
+    return X
+
+
 def manifest_fields(
     model: AnalogModel,
     cfg: TrainConfig,
@@ -178,6 +208,7 @@ def manifest_fields(
         "created_at": report.created_at,
         "schema_hash": spec.schema_hash,
         "feature_names": list(spec.feature_names),
+        "excluded_features": excluded_features(model),
         "thresholds": {
             "long": spec.params.long_threshold,
             "short": spec.params.short_threshold,
@@ -299,11 +330,16 @@ def train(
             ef_search=cfg.ef_search,
             seed=cfg.seed,
             extra={"lifecycle": "geodesic.lifecycle/1", "bar_offset": cfg.data.bar_offset},
+            candidate_metric=cfg.candidate_stage,
             shrink_exclude_bars=shrink_exclude_bars(ds, cfg),
         )
-        radius = np.linalg.norm(model.whitener.transform(ds.X), axis=1)
+        scorer = Scorer(model)
+        radius = np.linalg.norm(np.stack([scorer.whiten(x) for x in ds.X]), axis=1)
         write_json(
-            staging / DRIFT_FILE, drift_reference(ds.X, ds.feature_names, whitened_radius=radius)
+            staging / DRIFT_FILE,
+            drift_reference(
+                _monitoring_features(ds, cfg), ds.feature_names, whitened_radius=radius
+            ),
         )
         t_fit = time.perf_counter()
 

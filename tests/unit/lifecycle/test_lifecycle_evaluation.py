@@ -129,10 +129,7 @@ def test_reference_ablation_reproduces_the_deployed_scorer(small_cv):
     cv, _ = small_cv
     a = cv.predictions["ablation_lorentz_rerank"].prob
     b = cv.predictions["level_0"].prob
-    # float32 whitening of a batch (one BLAS call) and of single rows may round the last
-    # bit differently; that moves a probability by ~1e-8 (failed at 1e-12 before this file's
-    # honest-evaluation change too), not by a different neighbour.
-    np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
 
 
 def test_planted_periodic_pattern_is_found_and_beats_the_kernel_free_ladder(tmp_path):

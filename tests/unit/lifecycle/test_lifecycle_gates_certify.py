@@ -19,6 +19,16 @@ def _by_name(results):
     return {r.name: r for r in results}
 
 
+def _queries(model, n, seed):
+    """Feature vectors from random whitened ones (excluded columns at their training value)."""
+    Z = np.random.default_rng(seed).standard_normal((n, model.spec.used_dim))
+    used = model.whitener.inverse_transform(Z)
+    mask = np.asarray(model.spec.feature_mask or [True] * model.spec.dim)
+    X = np.full((n, model.spec.dim), 2.0)
+    X[:, mask] = used
+    return X
+
+
 def test_gates_compare_the_honest_sections_with_configured_limits(trained):
     report = trained.report
     o, cv = report.overall, report.cv
@@ -76,8 +86,7 @@ def test_undefined_metric_fails_its_gate_and_bad_thresholds_are_rejected(trained
 
 def test_certify_sweep_measures_recall_and_latency_and_picks_a_point(model_dir):
     model = load_verified(model_dir, key=TEST_KEY)
-    rng = np.random.default_rng(0)
-    X = model.whitener.inverse_transform(rng.standard_normal((150, model.spec.dim)))
+    X = _queries(model, 150, 0)
     T = np.arange(150, dtype=np.int64) + 10_000
     result = certify_model(model, X, T, SMALL_CERTIFY)
     assert model.index.ef_search == load_verified(model_dir, key=TEST_KEY).index.ef_search
@@ -91,13 +100,19 @@ def test_certify_sweep_measures_recall_and_latency_and_picks_a_point(model_dir):
     assert result.chosen.meets_recall and result.chosen.meets_latency
     ok = [p for p in result.points if p.meets_recall and p.meets_latency]
     assert result.chosen.p50_us == min(p.p50_us for p in ok)
+    # both candidate stages compared on the same store; the served one is the MIPS graph
+    stages = {(c.metric, c.ef_search): c for c in result.candidate_stages}
+    assert {m for m, _ in stages} == {"l2", "lorentz_mips"}
+    assert all(c.served == (c.metric == model.index.metric) for c in stages.values())
+    top = max(SMALL_CERTIFY.ef_grid)
+    assert stages[("lorentz_mips", top)].topk_recall >= stages[("l2", top)].topk_recall
 
 
 def test_certify_apply_writes_the_point_and_resigns(trained, model_dir, tmp_path):
     d = tmp_path / "registry" / model_dir.name
     shutil.copytree(model_dir, d)
     model = load_verified(d, key=TEST_KEY)
-    X = model.whitener.inverse_transform(np.random.default_rng(1).standard_normal((120, 9)))
+    X = _queries(model, 120, 1)
     result = certify_model(model, X, np.arange(120), SMALL_CERTIFY)
     target = max(result.points, key=lambda p: (p.k_cand, p.ef_search))
     forced = result.model_copy(update={"chosen": target})
