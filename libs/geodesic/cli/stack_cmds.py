@@ -60,6 +60,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--timeout", type=float, default=90.0, help="seconds to wait for services to be ready"
     )
     _run_root_arg(up)
+    up.add_argument(
+        "--broker",
+        choices=("kafka", "tansu"),
+        default=None,
+        help="embedded broker for a new stack (default: $GEODESIC_EMBEDDED_BROKER, else "
+        "Apache Kafka when Java 17 and `make install`'s jars are present, else Tansu)",
+    )
     up.set_defaults(func=_up)
     down = sub.add_parser("down", help="stop everything `geodesic up` started")
     _run_root_arg(down)
@@ -204,13 +211,18 @@ def _start(args: argparse.Namespace, root: Path) -> int:
     from geodesic.stack import EmbeddedStack
     from geodesic.stack.bootstrap import ensure_model
     from geodesic.stack.fleet import Fleet, stop_fleet_from_state
+    from geodesic.stack.kafka_broker import KafkaUnavailableError
 
     registry = (args.registry or DEFAULT_REGISTRY).resolve()
     bar_seconds = args.bar_seconds or DEFAULT_BAR_SECONDS
     print(f"[1/4] model registry {registry}", file=sys.stderr)
     model_id = ensure_model(registry)
     print(f"[2/4] starting broker and Redis (state in {root})", file=sys.stderr)
-    stack = EmbeddedStack(run_root=root, detach=True)
+    try:
+        stack = EmbeddedStack(run_root=root, detach=True, broker=args.broker)
+    except KafkaUnavailableError as exc:
+        _err(f"geodesic up: {exc}")
+        return 2
     info = stack.start()
     try:
         # a gate-failing bootstrap model is promoted as a DEMO model, its failures audited
