@@ -400,7 +400,7 @@ def describe(result: TrainResult) -> str:
             for sec in (result.report.cv, result.report.holdout)
             if sec is not None
         ),
-        f"  AUC {_fmt(o.model.auc)} (logistic {_fmt(o.baselines['logistic'].auc)}, momentum "
+        f"  pooled AUC {_fmt(o.model.auc)} (logistic {_fmt(o.baselines['logistic'].auc)}, momentum "
         f"{_fmt(o.baselines['momentum'].auc)}); hit rate {_fmt(o.model.hit_rate)}; "
         f"ECE {_fmt(o.model.ece)}",
         f"  ANN accuracy vs exact Lorentz {_fmt(o.ann.pipeline_recall_vs_exact_lorentz, 4)}; "
