@@ -454,7 +454,11 @@ def split_by_date(
     series: BarSeries, cutoff: str | date | np.datetime64
 ) -> tuple[BarSeries, BarSeries]:
     """(train, replay): bars dated before ``cutoff`` and bars on or after it; none may be empty."""
-    day = np.datetime64(cutoff, "D")
+    day = (
+        cutoff.astype("datetime64[D]")
+        if isinstance(cutoff, np.datetime64)
+        else np.datetime64(str(cutoff), "D")
+    )
     k = int(np.searchsorted(series.dates, day, side="left"))
     if k == 0 or k == len(series):
         raise ValueError(

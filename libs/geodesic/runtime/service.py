@@ -143,7 +143,7 @@ class ServiceRunner:
         self.redis: aioredis.Redis | None = None
         self.loop: StreamLoop | None = None
         self.http: ServiceHttp | None = None
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         self.processor: PartitionProcessor | None = None
 
     def ready(self) -> tuple[bool, str]:
@@ -319,7 +319,7 @@ def load_settings(cls: type[B], service: str) -> B:
         raise SystemExit(2) from None
 
 
-def _describe_error(model: type[BaseSettings], loc: tuple, msg: str) -> str:
+def _describe_error(model: type[BaseSettings], loc: tuple[int | str, ...], msg: str) -> str:
     if not loc:
         return msg
     path = [str(part) for part in loc]
