@@ -228,6 +228,8 @@ def _start(args: argparse.Namespace, root: Path) -> int:
         # a gate-failing bootstrap model is promoted as a DEMO model, its failures audited
         reason = demo_promotion_reason(registry / model_id, "no active model: bootstrap")
         active = asyncio.run(_ensure_active(info.redis_url, model_id, reason))
+        if active == model_id and "DEMO model" in reason:
+            print(f"      {reason}", file=sys.stderr)
         print(f"[3/4] active model {active}; starting services", file=sys.stderr)
         env = {
             **info.env(),
