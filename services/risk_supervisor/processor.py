@@ -31,7 +31,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import ValidationError
 
-from geodesic.contracts import Bar, ControlEvent, FeatureVector, ScoredSignal
+from geodesic.contracts import Bar, ControlEvent, FeatureVector, Outcome, ScoredSignal
 from geodesic.contracts.reasons import RejectReason, SignalReason
 from geodesic.contracts.services import RISK_SUPERVISOR, SHADOW
 from geodesic.control import ControlPlane, ControlSnapshot
@@ -84,7 +84,7 @@ class RiskMetrics:
 def audit_to_event(entry_id: str, fields: dict[str, str]) -> ControlEvent:
     return ControlEvent(
         event_id=fields.get("event_id") or entry_id,
-        kind=fields["kind"],  # type: ignore[arg-type]
+        kind=fields["kind"],
         actor=fields.get("actor") or "unknown",
         reason=fields.get("reason") or "unspecified",
         from_value=fields.get("from"),
@@ -237,7 +237,7 @@ class RiskProcessor:
                 out.append(Output(self.outcomes_topic, o.symbol.encode(), o.to_bytes()))
         return out
 
-    def _on_signal(self, sig: ScoredSignal) -> list:
+    def _on_signal(self, sig: ScoredSignal) -> list[Outcome]:
         self.counts["signals"] += 1
         self.rollout.observe_signal(sig)
         if sig.model_id == "none" or SignalReason.MODEL_UNAVAILABLE in sig.reasons:
@@ -364,8 +364,11 @@ class RiskProcessor:
     async def _forward_audit(self) -> list[Output]:
         """Forward new audit entries to control.events, in stream order."""
         rows = await self.redis.xrange(self.keys.audit, min=f"({self.audit_last_id}", count=200)
+        rows = rows or []
         out = []
         for entry_id, fields in rows:
+            if entry_id is None or fields is None:
+                continue
             eid = _text(entry_id)
             f = {_text(k): _text(v) for k, v in fields.items()}
             try:

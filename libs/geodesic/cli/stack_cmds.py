@@ -93,7 +93,7 @@ def _err(message: str) -> None:
     print(f"geodesic: {message}", file=sys.stderr)
 
 
-async def _ensure_active(redis_url: str, model_id: str) -> str:
+async def _ensure_active(redis_url: str, model_id: str, reason: str) -> str:
     import redis.asyncio as aioredis
 
     from geodesic.control import ControlPlane
@@ -104,7 +104,7 @@ async def _ensure_active(redis_url: str, model_id: str) -> str:
         snap = await plane.snapshot()
         if snap.active:
             return snap.active
-        await plane.promote(model_id, actor="geodesic-up", reason="no active model: bootstrap")
+        await plane.promote(model_id, actor="geodesic-up", reason=reason)
         return model_id
     finally:
         await client.aclose()
@@ -207,6 +207,7 @@ async def _active(redis_url: str) -> str | None:
 
 
 def _start(args: argparse.Namespace, root: Path) -> int:
+    from geodesic.lifecycle.registry import demo_promotion_reason
     from geodesic.stack import EmbeddedStack
     from geodesic.stack.bootstrap import ensure_model
     from geodesic.stack.fleet import Fleet, stop_fleet_from_state
@@ -224,7 +225,11 @@ def _start(args: argparse.Namespace, root: Path) -> int:
         return 2
     info = stack.start()
     try:
-        active = asyncio.run(_ensure_active(info.redis_url, model_id))
+        # a gate-failing bootstrap model is promoted as a DEMO model, its failures audited
+        reason = demo_promotion_reason(registry / model_id, "no active model: bootstrap")
+        active = asyncio.run(_ensure_active(info.redis_url, model_id, reason))
+        if active == model_id and "DEMO model" in reason:
+            print(f"      {reason}", file=sys.stderr)
         print(f"[3/4] active model {active}; starting services", file=sys.stderr)
         env = {
             **info.env(),
