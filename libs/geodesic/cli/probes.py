@@ -50,9 +50,8 @@ def _same_server(a: str, b: str) -> bool:
 
 def discover(redis_url: str, specs: list[str]) -> Discovered:
     """Targets from the running up-stack (when it serves ``redis_url``) and ``specs``."""
-    from geodesic.stack.embedded import default_run_root, read_state
     from geodesic.stack.fleet import FLEET_FILE, SERVICES
-    from geodesic.stack.home import running_up_stacks
+    from geodesic.stack.home import default_run_root, read_state, running_up_stacks
 
     targets: dict[str, Target] = {}
     bootstrap = run_dir = None

@@ -77,7 +77,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _root(args: argparse.Namespace) -> Path:
-    from geodesic.stack.embedded import default_run_root
+    from geodesic.stack.home import default_run_root
 
     return (args.run_root or default_run_root()).expanduser().resolve()
 
@@ -104,7 +104,7 @@ async def _ensure_active(redis_url: str, model_id: str) -> str:
 
 
 def _summary(state_file: Path, fleet: Any, active: str | None) -> dict[str, Any]:
-    from geodesic.stack.embedded import read_state
+    from geodesic.stack.home import read_state
 
     state = read_state(state_file)
     described = fleet.describe()
@@ -138,8 +138,8 @@ def _up(args: argparse.Namespace) -> int:
 
 def _reuse(args: argparse.Namespace, running: list[Path]) -> int:
     """Reuse the running stack: refuse option changes, restart services that are down."""
-    from geodesic.stack.embedded import read_state
     from geodesic.stack.fleet import Fleet
+    from geodesic.stack.home import read_state
     from geodesic.stack.processes import ServerProcess
 
     state_file = running[0]

@@ -35,6 +35,12 @@ from typing import Any, TypeVar
 
 from geodesic.contracts import load_topics
 from geodesic.runtime.kafka import KafkaSettings
+from geodesic.stack.home import (  # state-dir helpers live there: the CLI needs them light
+    STATE_FILE,
+    default_run_root,
+    read_state,
+    state_is_running,
+)
 from geodesic.stack.probes import kafka_api_versions_ok, redis_ping_ok, wait_until
 from geodesic.stack.processes import ServerProcess, free_port, is_alive, spawn, terminate
 from geodesic.stack.topics import TopicLike, ensure_topics
@@ -43,10 +49,8 @@ log = logging.getLogger(__name__)
 
 ENV_KAFKA_BOOTSTRAP = "GEODESIC_KAFKA_BOOTSTRAP"
 ENV_REDIS_URL = "GEODESIC_REDIS_URL"
-ENV_RUN_DIR = "GEODESIC_RUN_DIR"
 ENV_REDIS_SERVER = "GEODESIC_REDIS_SERVER"
 LOOPBACK = "127.0.0.1"
-STATE_FILE = "state.json"
 
 # Tansu reads these as defaults for its flags; a stray one in the caller's environment
 # must not redirect the embedded broker (e.g. to a Postgres storage engine).
@@ -72,18 +76,6 @@ def _stop_options(name: str, timeout_s: float) -> dict[str, Any]:
 
 
 T = TypeVar("T")
-
-
-def default_run_root() -> Path:
-    """The state directory: $GEODESIC_RUN_DIR, else $XDG_STATE_HOME/geodesic (by default
-    ~/.local/state/geodesic). Not the working directory: `geodesic down | restart | status`
-    run from anywhere must find the stack `geodesic up` started."""
-    override = os.environ.get(ENV_RUN_DIR)
-    if override:
-        return Path(override).expanduser()
-    xdg = os.environ.get("XDG_STATE_HOME", "")
-    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "state"
-    return base / "geodesic"
 
 
 def tansu_binary() -> str:
@@ -470,10 +462,6 @@ def _check_external_redis(url: str, timeout_s: float) -> None:
 # ------------------------------------------------------------- other processes
 
 
-def read_state(path: Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())
-
-
 def stop_from_state(path: Path, *, timeout_s: float = 5.0) -> list[str]:
     """Stop the servers recorded in a stack's state file (``geodesic down``).
 
@@ -495,24 +483,6 @@ def stop_from_state(path: Path, *, timeout_s: float = 5.0) -> list[str]:
     tmp.write_text(json.dumps(state, indent=2) + "\n")
     os.replace(tmp, path)
     return stopped
-
-
-def state_is_running(path: Path) -> bool:
-    """Whether any server recorded in the state file still runs."""
-    try:
-        state = read_state(path)
-    except (OSError, ValueError):
-        return False
-    return any(
-        is_alive(int(e["pid"]), e.get("started")) for e in state.get("processes", {}).values()
-    )
-
-
-def find_running_stacks(run_root: Path | None = None) -> list[Path]:
-    """State files of stacks with a live server, newest first (for ``geodesic down``)."""
-    root = run_root or default_run_root()
-    files = [p for p in root.glob(f"*/{STATE_FILE}") if state_is_running(p)]
-    return sorted(files, key=lambda p: p.stat().st_mtime, reverse=True)
 
 
 def prune_run_dirs(run_root: Path, *, keep: int = 10, spare: Path | None = None) -> None:
