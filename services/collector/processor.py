@@ -3,6 +3,11 @@
 Every input record ends in exactly one of accepted (md.ticks), duplicate (dropped,
 counted) or dead-lettered (md.ticks.dlq with a reason), so
 received == accepted + duplicates + dlq holds by construction and is exported as metrics.
+
+Sequence state is per input partition (it is checkpointed with the partition's offset),
+so a symbol's ticks must all arrive on one partition: the one Kafka's default partitioner
+gives its key. A tick elsewhere is dead-lettered as ``wrong_partition`` rather than
+de-duplicated across partitions, which would need state shared between collector copies.
 """
 
 from __future__ import annotations
@@ -19,11 +24,12 @@ from collector.validation import (
     RejectReason,
     ValidationPolicy,
     classify,
-    make_dead_letter,
+    expected_partition,
 )
+from geodesic.marketdata.sequencing import SequenceTracker, SeqVerdict
 from geodesic.runtime.checkpoint import CheckpointStore
+from geodesic.runtime.deadletters import DeadLetterSink
 from geodesic.runtime.pipeline import Output
-from geodesic.sequencing import SequenceTracker, SeqVerdict
 
 
 class CollectorMetrics:
@@ -33,7 +39,6 @@ class CollectorMetrics:
         self.duplicates = Counter(
             "collector_duplicates_total", "repeated seq dropped", registry=registry
         )
-        self.dlq = Counter("dlq_total", "messages dead-lettered", ["reason"], registry=registry)
         self.tracked_keys = Gauge(
             "collector_tracked_keys", "(venue, symbol) pairs tracked", registry=registry
         )
@@ -45,16 +50,18 @@ class CollectorProcessor:
         *,
         policy: ValidationPolicy,
         out_topic: str,
-        dlq_topic: str,
+        dead_letters: DeadLetterSink,
         checkpoints: CheckpointStore | None,
         metrics: CollectorMetrics,
         max_keys: int = 100_000,
         reset_gap: int | None = None,
+        partitions_for: Callable[[str], int | None] | None = None,
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
         self.policy = policy
         self.out_topic = out_topic
-        self.dlq_topic = dlq_topic
+        self.dead_letters = dead_letters
+        self.partitions_for = partitions_for
         self.checkpoints = checkpoints
         self.metrics = metrics
         self.max_keys = max_keys
@@ -123,6 +130,9 @@ class CollectorProcessor:
         if isinstance(verdict, Rejected):
             return [self._dead_letter(verdict, raw, key, tp, offset, now)]
         assert isinstance(verdict, Accepted)
+        misplaced = self._misplaced(tp, verdict.tick.symbol)
+        if misplaced is not None:
+            return [self._dead_letter(misplaced, raw, key, tp, offset, now)]
         seq = tracker.observe_tick(verdict.tick)
         if seq is SeqVerdict.DUPLICATE:
             self.counts["duplicates"] += 1
@@ -140,6 +150,21 @@ class CollectorProcessor:
         self.seen[tick.symbol] = now
         return [Output(self.out_topic, tick.symbol.encode(), tick.to_bytes())]
 
+    def _misplaced(self, tp: TopicPartition, symbol: str) -> Rejected | None:
+        if self.partitions_for is None:
+            return None
+        n = self.partitions_for(tp.topic)
+        if not n:
+            return None
+        want = expected_partition(symbol.encode(), n)
+        if want == tp.partition:
+            return None
+        return Rejected(
+            RejectReason.WRONG_PARTITION,
+            f"symbol {symbol!r} belongs on partition {want} of {n} (murmur2 of the key), "
+            f"not {tp.partition}: publish keyed by symbol with the default partitioner",
+        )
+
     def _dead_letter(
         self,
         rej: Rejected,
@@ -150,14 +175,12 @@ class CollectorProcessor:
         now: int,
     ) -> Output:
         self.counts["dlq"] += 1
-        self.metrics.dlq.labels(reason=rej.reason.value).inc()
-        letter = make_dead_letter(
-            rej,
+        return self.dead_letters.reject(
+            rej.reason,
+            rej.detail,
             raw=raw,
             key=key,
             source_topic=tp.topic,
             partition=tp.partition,
             offset=offset,
-            now_ns=now,
         )
-        return Output(self.dlq_topic, key, letter.to_bytes())

@@ -15,9 +15,9 @@ from collections import Counter
 from collections.abc import AsyncIterator
 
 import pytest
-from pipeline_support import Pipeline, TopicReader, Topics, build_pipeline, fit_model
+from pipeline_support import Pipeline, TopicReader, Topics, build_pipeline, fit_model, runner_of
 
-from collector.app import build as build_collector
+from collector.app import CollectorService
 from collector.settings import CollectorSettings
 from geodesic.contracts import DeadLetter, FeatureVector, ScoredSignal, Tick
 from geodesic.control import ControlPlane
@@ -113,7 +113,8 @@ def alive_and_ready(runner: ServiceRunner) -> bool:
 @pytest.fixture
 async def collector_only(kafka_settings, redis_url, redis_prefix, redis_client):
     topics = await Topics.create(kafka_settings)
-    collector = build_collector(
+    collector = runner_of(
+        CollectorService,
         CollectorSettings(
             kafka=kafka_settings,
             redis_url=redis_url,
@@ -123,7 +124,7 @@ async def collector_only(kafka_settings, redis_url, redis_prefix, redis_client):
             out_topic=topics.ticks,
             dlq_topic=topics.dlq,
             allowed_symbols=ALLOWED,
-        )
+        ),
     )
     await collector.start()
     await collector.wait_ready(30)
@@ -250,11 +251,11 @@ GARBAGE: list[bytes | None] = [None, b"", b"\xff\xfe\x00", b"null", b"[]", b"{}"
 
 #: features.v1 records and what the scorer must do with each (a signal or a dead letter)
 HOSTILE_FEATURES: list[tuple[bytes | None, str]] = [
-    *[(g, "invalid_feature_vector") for g in GARBAGE],
-    (raw(feature_doc(values=[float("nan")] * N_FEATURES)), "invalid_feature_vector"),
-    (raw(feature_doc(close=-1.0)), "invalid_feature_vector"),
-    (raw(feature_doc(symbol="P X")), "invalid_feature_vector"),
-    (raw(feature_doc(extra=1)), "invalid_feature_vector"),
+    *[(g, "invalid_record") for g in GARBAGE],
+    (raw(feature_doc(values=[float("nan")] * N_FEATURES)), "invalid_record"),
+    (raw(feature_doc(close=-1.0)), "invalid_record"),
+    (raw(feature_doc(symbol="P X")), "invalid_record"),
+    (raw(feature_doc(extra=1)), "invalid_record"),
     (raw(feature_doc(values=[0.1] * 3)), "unscorable_features"),
     (raw(feature_doc(values=[])), "unscorable_features"),
     (raw(feature_doc(bar_index=10**30)), "processing_error"),
@@ -341,7 +342,7 @@ async def test_hostile_records_on_internal_topics_stop_no_service_and_the_scorer
     letters = {
         d.offset: d
         for d in (DeadLetter.model_validate_json(r.value) for r in reader.records[topics.pdlq])
-        if d.source_topic == topics.features
+        if d.source_topic == topics.features and d.detail.startswith("[scorer]")
     }
     injected = len(HOSTILE_SIGNALS)  # written straight into signals.scored, before the scorer's
     px_records = [r for r in reader.records[topics.signals] if r.key == b"PX"]
@@ -355,10 +356,10 @@ async def test_hostile_records_on_internal_topics_stop_no_service_and_the_scorer
     assert len(px_signals) == sum(1 for _, want in HOSTILE_FEATURES if want == "signal")
     assert all(not s.tradable for s in px_signals if "schema_mismatch" in s.reasons)
 
-    # feature, shadow and risk count what they skipped (and none of it stopped them)
-    feature = pipe.feature.processor
-    assert feature.invalid == len(HOSTILE_TICKS)  # type: ignore[union-attr]
-    invalid_features = sum(1 for _, want in HOSTILE_FEATURES if want == "invalid_feature_vector")
+    # feature, shadow and risk dead-letter what they could not use (none of it stopped them)
+    feature_letters = pipe.feature.service.dead_letters.by_reason
+    assert feature_letters.get("invalid_record") == len(HOSTILE_TICKS)
+    invalid_features = sum(1 for _, want in HOSTILE_FEATURES if want == "invalid_record")
     shadow_errors = pipe.shadow.processor.counts["errors"]  # type: ignore[union-attr]
     assert shadow_errors >= invalid_features + len(GARBAGE) + 2
     risk_invalid = pipe.risk.processor.counts["invalid"]  # type: ignore[union-attr]
@@ -368,6 +369,14 @@ async def test_hostile_records_on_internal_topics_stop_no_service_and_the_scorer
     # saw before it (topics interleave nondeterministically); the point is that it counts
     # every bad record and keeps running
     assert risk_invalid >= invalid_features + (len(GARBAGE) + 2) + (len(GARBAGE) + 1)
+    assert risk_invalid == pipe.risk.service.dead_letters.count
+    assert shadow_errors == pipe.shadow.service.dead_letters.count
+    by_service = Counter(
+        DeadLetter.model_validate_json(r.value).detail.split("]")[0].lstrip("[")
+        for r in reader.records[topics.pdlq]
+    )
+    for runner in pipe.all():
+        assert by_service[runner.name] <= runner.service.dead_letters.count
     real = real_signals()
     real_vectors = [r.value for r in reader.records[topics.features] if r.key != b"PX"]
     keys = {(v.symbol, v.bar_index) for v in map(FeatureVector.model_validate_json, real_vectors)}

@@ -18,6 +18,7 @@ from collector.app import build as build_collector
 from collector.settings import CollectorSettings
 from geodesic.cli.main import main
 from geodesic.contracts import Tick
+from geodesic.contracts.services import RISK_SUPERVISOR, SHADOW
 from geodesic.control import ControlPlane, TradingState, route_for
 from geodesic.control.keys import Keys
 from geodesic.features import FEATURE_NAMES, SCHEMA_HASH
@@ -283,9 +284,9 @@ async def test_status_json_shows_what_was_set(cli, plane, redis_client, redis_pr
         "actions": [],
     }
     # the supervisor writes json.dumps(default=str): NaN/Infinity literals included
-    await redis_client.set(keys.service_state("risk", "status"), json.dumps(risk))
+    await redis_client.set(keys.service_state(RISK_SUPERVISOR.name, "status"), json.dumps(risk))
     await redis_client.set(
-        keys.service_state("shadow", "stats"),
+        keys.service_state(SHADOW.name, "stats"),
         json.dumps({"match_rate": 0.92, "window": 50, "parity_fail": 0, "mean_abs_delta": 0.01}),
     )
     rc, out, _ = await cli("status", "--json")
@@ -409,7 +410,8 @@ async def test_gates_exit_codes_for_scripts(cli, plane, redis_client, redis_pref
         "drift": drift,
         "guards": {"parity": {"guard": "parity", "verdict": "ok", "value": 0.0}},
     }
-    await redis_client.set(Keys(redis_prefix).service_state("risk", "status"), json.dumps(risk))
+    status_key = Keys(redis_prefix).service_state(RISK_SUPERVISOR.name, "status")
+    await redis_client.set(status_key, json.dumps(risk))
     rc, out, _ = await cli("gates", "m2", *reg)
     assert rc == 0 and "all gates pass" in out
 

@@ -36,7 +36,7 @@ def _run_root_arg(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from geodesic.stack.fleet import SERVICES
+    from geodesic.contracts.services import SERVICES
 
     up = sub.add_parser(
         "up",

@@ -20,9 +20,10 @@ if TYPE_CHECKING:
         ShadowScore,
         Side,
         Tick,
+        make_dead_letter,
         make_signal_id,
     )
-    from geodesic.contracts.topics import TopicSpec, load_topics, topic_names
+    from geodesic.contracts.topics import TopicSpec, load_topics
 
 __all__ = [
     "MODELS",
@@ -39,11 +40,11 @@ __all__ = [
     "Tick",
     "TopicSpec",
     "load_topics",
+    "make_dead_letter",
     "make_signal_id",
-    "topic_names",
 ]
 
-_FROM_TOPICS = frozenset({"TopicSpec", "load_topics", "topic_names"})
+_FROM_TOPICS = frozenset({"TopicSpec", "load_topics"})
 
 
 def __getattr__(name: str) -> Any:

@@ -351,6 +351,10 @@ class FeatureEngine:
         self._horizons, self._windows = _kernel_args(params)
         self._states: dict[str, FeatureState] = {}
 
+    def warmup_progress(self) -> dict[str, int]:
+        """Bars of history held per symbol; a symbol scores once it holds ``warmup``."""
+        return {symbol: state.filled for symbol, state in self._states.items()}
+
     def on_bar(self, bar: Bar) -> list[float] | None:
         """Feature values for this bar, or None while warming up (see ``stats`` for why).
 

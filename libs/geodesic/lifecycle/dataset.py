@@ -124,7 +124,7 @@ def load_series(name: str, *, synthetic_bars: int = 3000, seed: int = 0) -> BarS
     """A registered data set, ``synthetic[:seed]`` (generate_market with planted structure),
     or ``recorded:FILE.npz[:SYMBOL]`` (bars captured from md.bars by `geodesic record`)."""
     if name.startswith("recorded:"):
-        from geodesic.marketdata.recorder import load_bars_npz
+        from geodesic.marketdata.recording import load_bars_npz
 
         path, _, symbol = name.removeprefix("recorded:").partition(".npz:")
         path = path if path.endswith(".npz") or not symbol else path + ".npz"

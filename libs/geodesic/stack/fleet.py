@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from geodesic.contracts.services import SERVICES, service
 from geodesic.stack.processes import (
     ServerProcess,
     free_port,
@@ -31,14 +32,6 @@ from geodesic.stack.processes import (
     terminate,
 )
 
-SERVICES: Mapping[str, tuple[str, str]] = {
-    # name: (python module, settings env prefix)
-    "collector": ("collector", "GEODESIC_COLLECTOR_"),
-    "feature": ("feature", "GEODESIC_FEATURE_"),
-    "scorer": ("scorer", "GEODESIC_SCORER_"),
-    "shadow": ("shadow", "GEODESIC_SHADOW_"),
-    "risk-supervisor": ("risk_supervisor", "GEODESIC_RISK_"),
-}
 FLEET_FILE = "services.json"
 SETTINGS_PREFIX = "GEODESIC_"
 
@@ -139,7 +132,7 @@ class Fleet:
         return fleet
 
     def _environment(self, name: str, port: int) -> dict[str, str]:
-        _, prefix = SERVICES[name]
+        prefix = service(name).env_prefix
         base = dict(os.environ)
         if self._recorded:
             base = {k: v for k, v in base.items() if not k.startswith(SETTINGS_PREFIX)}
@@ -148,13 +141,13 @@ class Fleet:
         return env
 
     def start(self, name: str, port: int | None = None) -> ServiceProcess:
-        module, _ = SERVICES[name]
+        spec = service(name)
         port = port or free_port()
         if not self._recorded:  # record what the service inherits, for a later restart
             self.env = {**_settings(os.environ), **self.env}
         proc = spawn(
             name,
-            [sys.executable, "-m", module],
+            [sys.executable, "-m", spec.module],
             self.run_dir / f"{name}.log",
             env=self._environment(name, port),
             cwd=self.cwd,

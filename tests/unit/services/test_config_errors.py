@@ -55,7 +55,7 @@ BAD_SETTINGS = [
     (ScorerSettings, "GEODESIC_MODEL_REGISTRY", "/nonexistent/registry", "GEODESIC_MODEL_REGISTRY"),
     (ShadowSettings, "GEODESIC_MODEL_REGISTRY", "/nonexistent/registry", "GEODESIC_MODEL_REGISTRY"),
     (RiskSettings, "GEODESIC_MODEL_REGISTRY", "/nonexistent/registry", "GEODESIC_MODEL_REGISTRY"),
-    (RiskSettings, "GEODESIC_RISK_HORIZON_BARS", "0", "horizon_bars"),
+    (RiskSettings, "GEODESIC_RISK_SUPERVISOR_HORIZON_BARS", "0", "horizon_bars"),
     (ShadowSettings, "GEODESIC_SHADOW_MATCH_WINDOW", "1", "match_window"),
     (ScorerSettings, "GEODESIC_REDIS_TIMEOUT_S", "0", "GEODESIC_REDIS_TIMEOUT_S"),
     (KafkaSettings, "GEODESIC_KAFKA_SECURITY_PROTOCOL", "TLS", "security_protocol"),

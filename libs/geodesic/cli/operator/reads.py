@@ -13,6 +13,7 @@ from pathlib import Path
 
 from geodesic.cli.operator.plumbing import Ctx, UsageError, err, guard_cfg, registry_of
 from geodesic.cli.operator.render import console, render_audit, render_gates, render_status
+from geodesic.contracts.services import RISK_SUPERVISOR, SHADOW
 from geodesic.operations.common import mask_url, scrub
 from geodesic.operations.gates import all_pass, gate_table, live_rows, model_checks
 from geodesic.operations.history import (
@@ -31,8 +32,8 @@ async def status(args: argparse.Namespace, ctx: Ctx) -> int:
         raise UsageError("--audit must be >= 0")
     snap = await ctx.plane.snapshot()
     audit = parse_events(await ctx.plane.audit_log(args.audit)) if args.audit else []
-    risk = await ctx.read_json("risk", "status")
-    shadow = await ctx.read_json("shadow", "stats")
+    risk = await ctx.read_json(RISK_SUPERVISOR.name, "status")
+    shadow = await ctx.read_json(SHADOW.name, "stats")
     doc = build_status(
         snap,
         audit,
@@ -67,8 +68,8 @@ async def gates(args: argparse.Namespace, ctx: Ctx) -> int:
     rows = model_checks(registry, args.model_id)
     if not args.offline:
         snap = await ctx.plane.snapshot()
-        risk = await ctx.read_json("risk", "status")
-        shadow = await ctx.read_json("shadow", "stats")
+        risk = await ctx.read_json(RISK_SUPERVISOR.name, "status")
+        shadow = await ctx.read_json(SHADOW.name, "stats")
         rows += live_rows(args.model_id, snap, risk, shadow, guard_cfg(args))
     table = gate_table(args.model_id, rows)
     if args.json:
@@ -140,8 +141,8 @@ async def report(args: argparse.Namespace, ctx: Ctx) -> int:
     since = now - int(args.hours * 3600 * 1e9)
     snap = await ctx.plane.snapshot()
     audit = parse_events(await ctx.plane.audit_range(since, now))
-    risk = await ctx.read_json("risk", "status")
-    shadow = await ctx.read_json("shadow", "stats")
+    risk = await ctx.read_json(RISK_SUPERVISOR.name, "status")
+    shadow = await ctx.read_json(SHADOW.name, "stats")
     latency = None
     errors: list[str] = []
     if args.metrics_url:
