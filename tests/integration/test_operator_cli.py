@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.app import build as build_collector
+from collector.app import CollectorService
 from collector.settings import CollectorSettings
 from geodesic.cli.main import main
 from geodesic.contracts import Tick
@@ -25,6 +25,7 @@ from geodesic.features import FEATURE_NAMES, SCHEMA_HASH
 from geodesic.lifecycle.registry import sign_model_dir
 from geodesic.lifecycle.signing import resolve_signing_key
 from geodesic.runtime.kafka import make_producer
+from geodesic.runtime.service import ServiceRunner
 from geodesic.stack.topics import TopicShape, delete_topics, ensure_topics
 
 pytestmark = pytest.mark.integration
@@ -460,16 +461,18 @@ async def test_kill_switch_symbol_must_fit_the_contract_and_unseen_symbols_are_f
     tag = uuid.uuid4().hex[:8]
     raw, ticks, dlq = (f"sym.{tag}.{k}" for k in ("raw", "ticks", "dlq"))
     await ensure_topics(kafka_settings, [TopicShape(t, 1) for t in (raw, ticks, dlq)])
-    collector = build_collector(
-        CollectorSettings(
-            kafka=kafka_settings,
-            redis_url=redis_url,
-            redis_prefix=redis_prefix,
-            http_port=0,
-            group_id=f"g-{tag}",
-            in_topic=raw,
-            out_topic=ticks,
-            dlq_topic=dlq,
+    collector = ServiceRunner(
+        CollectorService(
+            CollectorSettings(
+                kafka=kafka_settings,
+                redis_url=redis_url,
+                redis_prefix=redis_prefix,
+                http_port=0,
+                group_id=f"g-{tag}",
+                in_topic=raw,
+                out_topic=ticks,
+                dlq_topic=dlq,
+            )
         )
     )
     await collector.start()
