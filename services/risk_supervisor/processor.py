@@ -57,6 +57,11 @@ class RiskMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         r = registry
         self.outcomes = Counter("outcomes_total", "outcomes labelled", ["route"], registry=r)
+        self.external_changes = Counter(
+            "control_external_changes_total",
+            "control flags changed outside the audited path (recorded as EXTERNAL_CHANGE)",
+            registry=r,
+        )
         self.winrate_active = Gauge(
             "winrate_baseline_active", "rolling win rate, active route", registry=r
         )
@@ -249,6 +254,8 @@ class RiskProcessor:
 
     # ---- guards --------------------------------------------------------------------
     async def run_guards(self, now_ns: int) -> None:
+        if await self.plane.detect_external(actor=ACTOR):  # flags changed, not audited
+            self.metrics.external_changes.inc()
         snap = await self.plane.snapshot()
         self.snapshot_view = snap
         self.metrics.kill_switch.set(1 if snap.kill_global else 0)

@@ -139,7 +139,7 @@ def _up(args: argparse.Namespace) -> int:
 def _reuse(args: argparse.Namespace, running: list[Path]) -> int:
     """Reuse the running stack: refuse option changes, restart services that are down."""
     from geodesic.stack.fleet import Fleet
-    from geodesic.stack.home import read_state
+    from geodesic.stack.home import operator_redis_url, read_state
     from geodesic.stack.processes import ServerProcess
 
     state_file = running[0]
@@ -182,7 +182,7 @@ def _reuse(args: argparse.Namespace, running: list[Path]) -> int:
         f"[2/2] ready ({'restarted ' + ', '.join(down) if down else 'nothing was down'})",
         file=sys.stderr,
     )
-    active = asyncio.run(_active(read_state(state_file)["redis_url"]))
+    active = asyncio.run(_active(operator_redis_url(read_state(state_file))))
     print(json.dumps(_summary(state_file, fleet, active)), flush=True)
     return 0
 
@@ -200,26 +200,34 @@ async def _active(redis_url: str) -> str | None:
 
 
 def _start(args: argparse.Namespace, root: Path) -> int:
-    from geodesic.stack import EmbeddedStack
+    from geodesic.stack import ENV_REDIS_URL, EmbeddedStack
     from geodesic.stack.bootstrap import ensure_model
     from geodesic.stack.fleet import Fleet, stop_fleet_from_state
+    from geodesic.stack.redis_acl import OPERATOR, SERVICE_USERS
 
     registry = (args.registry or DEFAULT_REGISTRY).resolve()
     bar_seconds = args.bar_seconds or DEFAULT_BAR_SECONDS
     print(f"[1/4] model registry {registry}", file=sys.stderr)
     model_id = ensure_model(registry)
     print(f"[2/4] starting broker and Redis (state in {root})", file=sys.stderr)
-    stack = EmbeddedStack(run_root=root, detach=True)
+    stack = EmbeddedStack(run_root=root, detach=True, acl=True)
     info = stack.start()
     try:
-        active = asyncio.run(_ensure_active(info.redis_url, model_id))
+        operator_url = info.redis_users.get(OPERATOR, info.redis_url)
+        active = asyncio.run(_ensure_active(operator_url, model_id))
         print(f"[3/4] active model {active}; starting services", file=sys.stderr)
         env = {
             **info.env(),
             ENV_REGISTRY: str(registry),
             ENV_BAR_SECONDS: str(bar_seconds),
         }
-        fleet = Fleet(stack.run_dir, env, detach=True)
+        # each service as its own Redis user (production's ACL), never the operator
+        per_service = {
+            name: {ENV_REDIS_URL: info.redis_users[user]}
+            for name, user in SERVICE_USERS.items()
+            if user in info.redis_users
+        }
+        fleet = Fleet(stack.run_dir, env, detach=True, extra_env=per_service)
         fleet.start_all()
         fleet.wait_healthy(args.timeout)
     except BaseException:

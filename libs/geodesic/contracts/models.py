@@ -26,6 +26,7 @@ ControlKind = Literal[
     "ROLLOUT",
     "HALT",
     "COOLDOWN",
+    "EXTERNAL_CHANGE",
 ]
 
 PositiveFinite = Annotated[float, Field(gt=0, allow_inf_nan=False)]

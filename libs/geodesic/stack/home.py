@@ -20,7 +20,7 @@ import contextlib
 import fcntl
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -100,3 +100,14 @@ def up_stack_fleet(root: Path | None = None) -> dict[str, Any] | None:
             fleet = json.loads(fleet_file.read_text()) if fleet_file.is_file() else {}
             return {**state, "fleet": fleet}
     return None
+
+
+def operator_redis_url(state: Mapping[str, Any]) -> str:
+    """The URL an operator tool uses for the stack of ``state`` (its state.json): with
+    the stack's ACL users, authenticated as ``operator`` (password from the run dir)."""
+    url = str(state["redis_url"])
+    if not state.get("acl"):
+        return url
+    from geodesic.stack.redis_acl import OPERATOR, user_url
+
+    return user_url(url, Path(state["run_dir"]), OPERATOR)

@@ -53,6 +53,10 @@ def resolve_url(args: argparse.Namespace) -> str:
         return env
     stack = _up_stack()
     if stack and stack.get("redis_url"):
+        from geodesic.stack.home import operator_redis_url
+
+        with contextlib.suppress(OSError):  # unreadable password file: plain URL, NOAUTH
+            return operator_redis_url(stack)
         return str(stack["redis_url"])
     return DEFAULT_REDIS_URL
 

@@ -30,6 +30,8 @@ from geodesic.operations.status import build_status
 async def status(args: argparse.Namespace, ctx: Ctx) -> int:
     if args.audit < 0:
         raise UsageError("--audit must be >= 0")
+    # flags written around the audited path are recorded before they are shown
+    external = await ctx.plane.detect_external(actor="geodesic-status")
     snap = await ctx.plane.snapshot()
     audit = parse_events(await ctx.plane.audit_log(args.audit)) if args.audit else []
     risk = await ctx.read_json(RISK_SUPERVISOR.name, "status")
@@ -54,6 +56,7 @@ async def status(args: argparse.Namespace, ctx: Ctx) -> int:
     seen = await ctx.plane.seen_symbols()
     probes = await probe(found, {"collector": max(seen.values())} if seen else {})
     doc["services"] = service_rows(probes, time.time_ns())
+    doc["external_change"] = external and {"reason": external["reason"], "to": external["to"]}
     if args.json:
         print(json.dumps(doc, indent=2, allow_nan=False))
     else:

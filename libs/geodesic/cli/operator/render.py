@@ -27,6 +27,11 @@ def render_status(doc: dict[str, Any], console: Console) -> None:
         f"[bold]Geodesic control plane[/bold] {src.get('redis', '')} prefix "
         f"{src.get('prefix', '')} (version {doc['version']}, {doc['generated_at']})"
     )
+    if doc.get("external_change"):
+        console.print(
+            f"[red]EXTERNAL CHANGE recorded just now: {doc['external_change']['reason']}; "
+            "see `geodesic history --list --kind EXTERNAL_CHANGE`[/red]"
+        )
     render_services(doc.get("services", []), console)
     t = Table(show_header=False, box=None, pad_edge=False)
     t.add_column(style="bold")
