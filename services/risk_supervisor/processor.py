@@ -31,10 +31,11 @@ from aiokafka import ConsumerRecord, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import ValidationError
 
-from geodesic.contracts import Bar, ControlEvent, FeatureVector, ScoredSignal
+from geodesic.contracts import Bar, FeatureVector, ScoredSignal
 from geodesic.contracts.reasons import RejectReason, SignalReason
 from geodesic.contracts.services import RISK_SUPERVISOR, SHADOW
 from geodesic.control import ControlPlane, ControlSnapshot
+from geodesic.control.audit import audit_to_event
 from geodesic.control.keys import Keys
 from geodesic.lifecycle.drift import DRIFT_FILE, DriftReference
 from geodesic.risk.guards import RolloutGuardConfig
@@ -82,19 +83,6 @@ class RiskMetrics:
         self.halts = Counter("halt_total", "trading-state escalations", ["state"], registry=r)
         self.kill_switch = Gauge("kill_switch_active", "global kill switch on", registry=r)
         self.forwarded = Counter("control_events_forwarded_total", "audit entries sent", registry=r)
-
-
-def audit_to_event(entry_id: str, fields: dict[str, str]) -> ControlEvent:
-    return ControlEvent(
-        event_id=fields.get("event_id") or entry_id,
-        kind=fields["kind"],  # type: ignore[arg-type]
-        actor=fields.get("actor") or "unknown",
-        reason=fields.get("reason") or "unspecified",
-        from_value=fields.get("from"),
-        to_value=fields.get("to"),
-        symbol=fields.get("symbol") or None,
-        ts_ns=int(fields.get("ts_ns") or 0),
-    )
 
 
 def _text(x: bytes | str) -> str:

@@ -24,6 +24,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError, WatchError
 
+from geodesic.control.audit import AuditEvent
 from geodesic.control.keys import Keys
 from geodesic.control.state import ControlSnapshot, Rollout, TradingState
 
@@ -169,6 +170,21 @@ class ControlPlane:
             if len(rows) < batch:
                 return out
             lo = f"({_s(rows[-1][0])}"
+
+    async def audit_events(self, count: int = 100) -> list[AuditEvent]:
+        """The newest ``count`` audit entries, decoded, oldest first."""
+        return [AuditEvent.from_fields(r) for r in await self.audit_log(count)]
+
+    async def audit_events_range(
+        self, since_ns: int | None = None, until_ns: int | None = None
+    ) -> list[AuditEvent]:
+        """Decoded audit entries with since_ns <= ts_ns <= until_ns, oldest first."""
+        return [AuditEvent.from_fields(r) for r in await self.audit_range(since_ns, until_ns)]
+
+    async def first_audit_event(self) -> AuditEvent | None:
+        """Where the audit trail starts (None: it is empty)."""
+        rows = await self.redis.xrange(self.keys.audit, count=1)
+        return AuditEvent.from_entry(*rows[0]) if rows else None
 
     # ---- writes ------------------------------------------------------------------------
     async def _commit(

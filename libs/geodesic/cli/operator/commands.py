@@ -77,7 +77,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "promote", parents=[conn, change], help="make a verified model active (active -> previous)"
     )
-    p.add_argument("model_id", type=model_id_arg)
+    p.add_argument("model_id", type=model_id_arg, help="the model to make active")
     p.add_argument(
         "--force",
         action="store_true",
@@ -89,7 +89,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("rollout", help="canary / full rollout of a candidate, or disable it")
     rsub = p.add_subparsers(dest="mode", required=True, metavar="MODE")
     q = rsub.add_parser("canary", parents=[conn, change], help="route a fraction to a candidate")
-    q.add_argument("--candidate", type=model_id_arg, required=True)
+    q.add_argument(
+        "--candidate", type=model_id_arg, required=True, help="the model to route bars to"
+    )
     q.add_argument("--fraction", type=fraction, required=True, help="share of bars, (0, 1]")
     q.add_argument("--seed", type=int, default=0, help="routing hash seed (default 0)")
     q.add_argument("--force", action="store_true", help="override failed checks / cooldown")
@@ -114,8 +116,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("shadow", parents=[conn, change], help="set or clear the shadow model")
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("model_id", nargs="?", type=model_id_arg)
-    g.add_argument("--clear", action="store_true")
+    g.add_argument("model_id", nargs="?", type=model_id_arg, help="the model to shadow-score")
+    g.add_argument("--clear", action="store_true", help="stop shadow scoring")
     p.add_argument(
         "--force",
         action="store_true",
@@ -134,8 +136,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         parents=[conn],
         help="offline + live promotion gates (exit 0 pass, 1 fail, 2 error)",
     )
-    p.add_argument("model_id", type=model_id_arg)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("model_id", type=model_id_arg, help="the model to judge")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--offline", action="store_true", help="registry and offline gates only")
     registry_arg(p)
     guard_arg(p)
@@ -147,15 +149,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="which model served SYMBOL at TIME (audit replay), or --list the audit trail",
         description="TIME: ISO-8601 (UTC when no zone), epoch ns, 'now', or an age (90m, 2h).",
     )
-    p.add_argument("--symbol")
+    p.add_argument(
+        "--symbol", help="the symbol to answer for (with --list: its and global entries)"
+    )
     p.add_argument("--at", type=instant, help="the instant to answer for")
     p.add_argument("--bar-index", type=int, help="also say which route this bar took")
     p.add_argument("--list", action="store_true", help="print the audit trail")
-    p.add_argument("--since", type=instant)
-    p.add_argument("--until", type=instant)
+    p.add_argument("--since", type=instant, help="with --list: entries at or after TIME")
+    p.add_argument("--until", type=instant, help="with --list: entries at or before TIME")
     p.add_argument("--kind", action="append", help="only these kinds (repeatable)")
     p.add_argument("--limit", type=int, default=None, help="newest N entries of the list")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=runner("reads", "history"))
 
     p = sub.add_parser("report", parents=[conn], help="daily risk report: JSON, CSV and PNG charts")

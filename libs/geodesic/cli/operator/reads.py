@@ -17,11 +17,9 @@ from geodesic.contracts.services import RISK_SUPERVISOR, SHADOW
 from geodesic.operations.common import mask_url, scrub
 from geodesic.operations.gates import all_pass, gate_table, live_rows, model_checks
 from geodesic.operations.history import (
-    AuditEvent,
     describe_answer,
     filter_events,
     model_at,
-    parse_events,
 )
 from geodesic.operations.status import build_status
 
@@ -33,7 +31,7 @@ async def status(args: argparse.Namespace, ctx: Ctx) -> int:
     # flags written around the audited path are recorded before they are shown
     external = await ctx.plane.detect_external(actor="geodesic-status")
     snap = await ctx.plane.snapshot()
-    audit = parse_events(await ctx.plane.audit_log(args.audit)) if args.audit else []
+    audit = await ctx.plane.audit_events(args.audit) if args.audit else []
     risk = await ctx.read_json(RISK_SUPERVISOR.name, "status")
     shadow = await ctx.read_json(SHADOW.name, "stats")
     doc = build_status(
@@ -84,8 +82,8 @@ async def gates(args: argparse.Namespace, ctx: Ctx) -> int:
 
 async def history(args: argparse.Namespace, ctx: Ctx) -> int:
     if args.list:
-        records = await ctx.plane.audit_range(args.since, args.until)
-        events = filter_events(parse_events(records), kinds=args.kind, symbol=args.symbol)
+        records = await ctx.plane.audit_events_range(args.since, args.until)
+        events = filter_events(records, kinds=args.kind, symbol=args.symbol)
         if args.limit is not None:
             events = events[-args.limit :] if args.limit > 0 else []
         if args.json:
@@ -95,14 +93,11 @@ async def history(args: argparse.Namespace, ctx: Ctx) -> int:
         return 0
     if not args.symbol or args.at is None:
         raise UsageError("give --symbol and --at (or --list)")
-    events = parse_events(await ctx.plane.audit_range(None, args.at))
+    events = await ctx.plane.audit_events_range(None, args.at)
     start = None
     if not events:  # say where the trail starts, so "unknown" is not read as "no model"
-        first = await ctx.client.xrange(ctx.plane.keys.audit, count=1)
-        if first:
-            entry_id, fields = first[0]
-            rec = {_text(k): _text(v) for k, v in fields.items()} | {"id": _text(entry_id)}
-            start = AuditEvent.from_fields(rec).ts_ns
+        first = await ctx.plane.first_audit_event()
+        start = first.ts_ns if first else None
     doc = model_at(events, args.symbol, args.at, args.bar_index, trail_start_ns=start)
     if args.json:
         print(json.dumps(doc, indent=2))
@@ -112,10 +107,6 @@ async def history(args: argparse.Namespace, ctx: Ctx) -> int:
         err(args, f"no audit entry at or before {doc['at']}: cannot say")
         return 1
     return 0
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _fetch_metrics(specs: list[str]) -> tuple[dict[str, str], list[str]]:
@@ -143,7 +134,7 @@ async def report(args: argparse.Namespace, ctx: Ctx) -> int:
     now = time.time_ns()
     since = now - int(args.hours * 3600 * 1e9)
     snap = await ctx.plane.snapshot()
-    audit = parse_events(await ctx.plane.audit_range(since, now))
+    audit = await ctx.plane.audit_events_range(since, now)
     risk = await ctx.read_json(RISK_SUPERVISOR.name, "status")
     shadow = await ctx.read_json(SHADOW.name, "stats")
     latency = None

@@ -8,8 +8,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from geodesic.control.audit import AuditEvent
 from geodesic.operations.common import format_ns
-from geodesic.operations.history import AuditEvent
 
 
 def console() -> Console:
@@ -124,7 +124,7 @@ def render_status(doc: dict[str, Any], console: Console) -> None:
             g.add_row(name, verdict, str(dec.get("reason", "")), style=style)
         console.print(g)
     render_audit(
-        [_event_from_dict(e) for e in doc["audit"]],
+        [AuditEvent.from_dict(e) for e in doc["audit"]],
         console,
         title=f"last {len(doc['audit'])} audit events",
     )
@@ -150,20 +150,6 @@ def render_services(rows: list[dict[str, Any]], console: Console) -> None:
             detail += f"; last tick accepted {row['last_input']}"
         t.add_row(row["service"], f"[{style}]{row['state']}[/{style}]", lag, seen, detail)
     console.print(t)
-
-
-def _event_from_dict(d: dict[str, Any]) -> AuditEvent:
-    return AuditEvent(
-        id=d["id"],
-        ts_ns=d["ts_ns"],
-        kind=d["kind"],
-        actor=d["actor"],
-        reason=d["reason"],
-        symbol=d["symbol"],
-        before=d["from"],
-        after=d["to"],
-        event_id=d.get("event_id", ""),
-    )
 
 
 def _short(value: Any) -> str:
