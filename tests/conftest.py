@@ -1,7 +1,10 @@
 """Shared fixtures: one embedded stack per session, fresh topics, groups and Redis keys.
 
-The stack starts lazily (only when an integration test asks for it). With
-GEODESIC_KAFKA_BOOTSTRAP / GEODESIC_REDIS_URL set it uses those servers instead. While it
+The stack starts lazily (only when an integration test asks for it). Its broker is
+embedded Apache Kafka when Java 17 and `make install`'s jars are present, else Tansu;
+GEODESIC_EMBEDDED_BROKER=tansu|kafka forces one (CI runs the ``broker_compat`` subset on
+Tansu that way). With GEODESIC_KAFKA_BOOTSTRAP / GEODESIC_REDIS_URL set it uses those
+servers instead. While it
 runs, both variables point at it, so services started in-process or as subprocesses
 find it the same way they would in production.
 """
@@ -67,14 +70,15 @@ def redis_url(stack: StackInfo) -> str:
 
 @pytest.fixture(scope="session")
 def kafka_settings(embedded_stack: EmbeddedStack) -> KafkaSettings:
-    """Client settings for the session broker (tuned for Tansu unless external)."""
+    """Client settings for the session broker (tuned for its flavor; env for external)."""
     return embedded_stack.kafka_settings
 
 
 @pytest.fixture
 def private_stack(run_root: Path) -> Iterator[EmbeddedStack]:
     """A stack of this test's own, for fault injection (restarts) that must not disturb
-    the shared one. Always embedded, whatever the environment says."""
+    the shared one. Always embedded (on the session's broker kind), whatever
+    GEODESIC_KAFKA_BOOTSTRAP / GEODESIC_REDIS_URL say."""
     stack = EmbeddedStack(run_root=run_root, use_env=False)
     stack.start()
     try:

@@ -17,15 +17,16 @@ from collections.abc import Callable, Sequence
 
 from aiokafka import ConsumerRecord, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from redis.typing import EncodableT, FieldT
 
 from collector.validation import (
     Accepted,
     Rejected,
-    RejectReason,
     ValidationPolicy,
     classify,
     expected_partition,
 )
+from geodesic.contracts.reasons import RejectReason
 from geodesic.marketdata.sequencing import SequenceTracker, SeqVerdict
 from geodesic.runtime.checkpoint import CheckpointStore
 from geodesic.runtime.deadletters import DeadLetterSink
@@ -106,7 +107,8 @@ class CollectorProcessor:
         self.metrics.tracked_keys.set(sum(len(t) for t in self.trackers.values()))
         if self.seen:  # the operator CLI warns about a kill switch for an unseen symbol
             seen, self.seen = self.seen, {}
-            await self.checkpoints.redis.hset(self.checkpoints.keys.seen_symbols, mapping=seen)
+            fields: dict[FieldT, EncodableT] = {k: v for k, v in seen.items()}
+            await self.checkpoints.redis.hset(self.checkpoints.keys.seen_symbols, mapping=fields)
 
     async def process(self, tp: TopicPartition, records: Sequence[ConsumerRecord]) -> list[Output]:
         tracker = self.trackers.setdefault(tp, self._new_tracker())

@@ -96,7 +96,8 @@ def classify(raw: bytes, key: bytes | None, now_ns: int, policy: ValidationPolic
 def expected_partition(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner (murmur2, as the Java client and
     aiokafka; librdkafka's ``murmur2_random``) gives ``key`` among ``partitions``."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    hashed: int = murmur2(key)
+    return (hashed & 0x7FFFFFFF) % partitions
 
 
 def _reason_for(error: ErrorDetails) -> RejectReason:

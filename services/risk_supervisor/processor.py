@@ -31,7 +31,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import ValidationError
 
-from geodesic.contracts import Bar, FeatureVector, ScoredSignal
+from geodesic.contracts import Bar, FeatureVector, Outcome, ScoredSignal
 from geodesic.contracts.reasons import RejectReason, SignalReason
 from geodesic.contracts.services import RISK_SUPERVISOR, SHADOW
 from geodesic.control import ControlPlane, ControlSnapshot
@@ -223,7 +223,7 @@ class RiskProcessor:
                 out.append(Output(self.outcomes_topic, o.symbol.encode(), o.to_bytes()))
         return out
 
-    def _on_signal(self, sig: ScoredSignal) -> list:
+    def _on_signal(self, sig: ScoredSignal) -> list[Outcome]:
         self.counts["signals"] += 1
         if sig.model_id == "none" or SignalReason.MODEL_UNAVAILABLE in sig.reasons:
             return []
@@ -329,8 +329,11 @@ class RiskProcessor:
     async def _forward_audit(self) -> list[Output]:
         """Forward new audit entries to control.events, in stream order."""
         rows = await self.redis.xrange(self.keys.audit, min=f"({self.audit_last_id}", count=200)
+        rows = rows or []
         out = []
         for entry_id, fields in rows:
+            if entry_id is None or fields is None:
+                continue
             eid = _text(entry_id)
             f = {_text(k): _text(v) for k, v in fields.items()}
             try:

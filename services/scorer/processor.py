@@ -31,7 +31,7 @@ from geodesic.control import ControlWatcher
 from geodesic.runtime.deadletters import DeadLetterSink
 from geodesic.runtime.pipeline import Output, StatelessProcessor
 from geodesic.serving import ModelCache, decide
-from lorentzcore.scorer import STAGES, NonFiniteInputError
+from lorentzcore.scorer import STAGES, NonFiniteInputError, Score, Scorer
 from lorentzcore.tuning import RecallTuner
 
 log = logging.getLogger(__name__)
@@ -214,7 +214,7 @@ class ScorerProcessor(StatelessProcessor):
         self._count(signal, snap is None)
         return Output(self.out_topic, fv.symbol.encode(), signal.to_bytes())
 
-    def _observe_model(self, scorer, result, x: np.ndarray) -> None:  # noqa: ANN001
+    def _observe_model(self, scorer: Scorer, result: Score, x: np.ndarray) -> None:
         m = self.metrics
         for stage in STAGES:
             if stage in result.timings_us:
@@ -234,7 +234,7 @@ class ScorerProcessor(StatelessProcessor):
             tuner = self.tuner_for(scorer)
             tuner.observe(scorer.whiten(x))
 
-    def tuner_for(self, scorer) -> RecallTuner:  # noqa: ANN001
+    def tuner_for(self, scorer: Scorer) -> RecallTuner:
         tuner = self.tuners.get(scorer.model_id)
         if tuner is None:
             tuner = RecallTuner(

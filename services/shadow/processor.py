@@ -15,6 +15,7 @@ import logging
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import numpy as np
 from aiokafka import ConsumerRecord, TopicPartition
@@ -63,7 +64,7 @@ class ShadowProcessor(StatelessProcessor):
         match_window: int = 500,
         join_capacity: int = 20_000,
         parity_tolerance: float = 1e-9,
-        stats_writer: Callable[[dict], Awaitable[object]] | None = None,
+        stats_writer: Callable[[dict[str, Any]], Awaitable[object]] | None = None,
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
         self.watcher = watcher
@@ -154,7 +155,7 @@ class ShadowProcessor(StatelessProcessor):
         else:
             self._remember(self._live, sig.signal_id, sig)
 
-    def _remember(self, buf: OrderedDict, key: str, value: object) -> None:
+    def _remember(self, buf: OrderedDict[str, Any], key: str, value: object) -> None:
         buf[key] = value
         while len(buf) > self.join_capacity:
             buf.popitem(last=False)
@@ -181,7 +182,7 @@ class ShadowProcessor(StatelessProcessor):
                 shadow.prob_up,
             )
 
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, Any]:
         n = len(self._matches)
         return {
             "match_rate": (sum(self._matches) / n) if n else None,
@@ -204,5 +205,5 @@ def _first_line(exc: Exception) -> str:
     return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
-def stats_json(stats: dict) -> str:
+def stats_json(stats: dict[str, Any]) -> str:
     return json.dumps(stats, sort_keys=True)

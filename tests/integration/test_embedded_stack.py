@@ -11,19 +11,25 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from geodesic.contracts import load_topics
 from geodesic.runtime.kafka import KafkaSettings, make_admin, make_producer, read_to_end
 from geodesic.stack import EmbeddedStack, StackInfo, embedded, find_running_stacks, stop_from_state
 from geodesic.stack.embedded import state_is_running
+from geodesic.stack.kafka_broker import KafkaBrokerConfig
 from geodesic.stack.processes import free_port, is_alive, port_is_free
 from geodesic.stack.topics import TopicShape, ensure_topics
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.broker_compat]
+
+#: A line each broker logs once it serves clients.
+_READY_LINE = {"tansu": "listening on", "kafka": "Kafka Server started"}
 
 
 def _wait_dead(pids: list[int], timeout_s: float = 5.0) -> bool:
@@ -87,7 +93,8 @@ def test_state_file_records_live_servers_and_their_logs(stack: StackInfo):
     assert state["redis_url"] == stack.redis_url
     assert {n: p["pid"] for n, p in state["processes"].items()} == dict(stack.pids)
     assert state_is_running(stack.state_file)
-    assert "listening on" in (stack.run_dir / "broker.log").read_text()
+    assert stack.broker is not None
+    assert _READY_LINE[stack.broker] in (stack.run_dir / "broker.log").read_text()
     assert "Ready to accept connections" in (stack.run_dir / "redis.log").read_text()
 
 
@@ -109,8 +116,14 @@ def test_a_port_taken_before_the_server_binds_is_retried_on_another(
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         taken = squatter.getsockname()[1]
-        ports = iter([taken, free_port(), taken, free_port()])
-        monkeypatch.setattr(embedded, "free_port", lambda host: next(ports))
+
+        def ports() -> Iterator[int]:  # Kafka's controller port is asked for too
+            yield from (taken, free_port(), taken)
+            while True:
+                yield free_port()
+
+        handed_out = ports()
+        monkeypatch.setattr(embedded, "free_port", lambda host: next(handed_out))
         with EmbeddedStack(run_root=tmp_path, use_env=False, topics={}) as info:
             assert str(taken) not in info.bootstrap + info.redis_url
             assert len(info.pids) == 2
@@ -178,12 +191,13 @@ async def test_restart_broker_keeps_the_port_recreates_topics_and_clients_recove
         assert after.bootstrap == before.bootstrap
         assert after.pids["broker"] != before.pids["broker"]
         assert after.pids["redis"] == before.pids["redis"]
-        # Memory storage forgot the old record; the same producer reconnects by itself.
+        # The same producer reconnects by itself.
         await producer.send_and_wait("md.ticks", b"after", key=b"ES")
     finally:
         await producer.stop()
     values = [r.value for r in await read_to_end(settings, "md.ticks")]
-    assert values == [b"after"]
+    # Kafka's log dir survives a restart; Tansu's memory storage forgets the old record.
+    assert values == ([b"before", b"after"] if private_stack.broker == "kafka" else [b"after"])
     admin = make_admin(settings)
     await admin.start()
     try:
@@ -196,6 +210,8 @@ async def test_restart_broker_keeps_the_port_recreates_topics_and_clients_recove
 async def test_recreate_topics_reshapes_a_topic_a_client_auto_created_after_a_restart(
     private_stack: EmbeddedStack,
 ):
+    if private_stack.broker != "tansu":
+        pytest.skip("only memory storage loses its topics on a restart (Tansu)")
     settings = private_stack.kafka_settings
     await asyncio.to_thread(private_stack.kill_broker)
     await asyncio.to_thread(private_stack.start_broker, recreate_topics=False)
@@ -248,3 +264,29 @@ async def test_fresh_topic_and_redis_fixtures_isolate_a_test(
     finally:
         await admin.close()
     assert len(described[0]["partitions"]) == 2
+
+
+async def test_kafka_topics_keep_their_retention_and_a_byte_cap_so_a_long_run_stays_bounded(
+    stack: StackInfo, kafka_settings: KafkaSettings
+):
+    if stack.broker != "kafka":
+        pytest.skip("Tansu accepts retention settings and never applies them")
+    topics = load_topics()
+    admin = make_admin(kafka_settings)
+    await admin.start()
+    try:
+        responses = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, name) for name in topics]
+        )
+    finally:
+        await admin.close()
+    configs = {
+        name: {key: value for key, value, *_ in entries}
+        for response in responses
+        for _code, _msg, _type, name, entries in response.resources
+    }
+    cap = KafkaBrokerConfig().retention_bytes
+    for name, spec in topics.items():
+        assert int(configs[name]["retention.ms"]) == spec.retention_ms, name
+        assert int(configs[name]["retention.bytes"]) == cap, name
+        assert int(configs[name]["segment.bytes"]) < cap, name

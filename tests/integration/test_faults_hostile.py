@@ -19,6 +19,7 @@ from pipeline_support import Pipeline, TopicReader, Topics, build_pipeline, fit_
 
 from collector.app import CollectorService
 from collector.settings import CollectorSettings
+from collector.validation import expected_partition
 from geodesic.contracts import DeadLetter, FeatureVector, ScoredSignal, Tick
 from geodesic.control import ControlPlane
 from geodesic.features import FEATURE_NAMES, SCHEMA_HASH, WARMUP_BARS
@@ -382,3 +383,45 @@ async def test_hostile_records_on_internal_topics_stop_no_service_and_the_scorer
     keys = {(v.symbol, v.bar_index) for v in map(FeatureVector.model_validate_json, real_vectors)}
     assert {(s.symbol, s.bar_index) for s in real} == {k for k in keys if k[0] != "PY"}
     assert all(s.tradable for s in real)
+
+
+async def test_a_tick_forced_onto_another_partition_is_dead_lettered_not_accepted_twice(
+    collector_only, kafka_settings
+):
+    """A producer with its own partitioner must not split a symbol's sequence: the same
+    tick on two partitions would pass both partitions' de-duplication and reorder md.ticks."""
+    collector, topics, reader = collector_only
+    n = len(await _partitions(kafka_settings, topics.raw))
+    home = expected_partition(b"ES", n)
+    other = (home + 1) % n
+    now = time.time_ns()
+    ticks = [Tick.model_validate(tick_doc(seq, now + seq)) for seq in (1, 2, 3)]
+    producer = make_producer(kafka_settings)
+    await producer.start()
+    try:
+        for t in ticks:  # each tick sent twice: to its key's partition, and forced elsewhere
+            await producer.send_and_wait(topics.raw, t.to_bytes(), key=b"ES", partition=home)
+            await producer.send_and_wait(topics.raw, t.to_bytes(), key=b"ES", partition=other)
+    finally:
+        await producer.stop()
+    await reader.wait_for(
+        lambda: len(reader.records[topics.dlq]) >= 3 and len(reader.records[topics.ticks]) >= 3,
+        30,
+        "dead letters and ticks",
+    )
+    await asyncio.sleep(0.3)
+    published = [Tick.model_validate_json(r.value) for r in reader.records[topics.ticks]]
+    assert [t.seq for t in published] == [1, 2, 3]  # once each, in order
+    letters = [DeadLetter.model_validate_json(r.value) for r in reader.records[topics.dlq]]
+    assert [(d.reason, d.partition) for d in letters] == [("wrong_partition", other)] * 3
+    assert f"partition {home}" in letters[0].detail
+    assert alive_and_ready(collector)
+
+
+async def _partitions(kafka: KafkaSettings, topic: str) -> set[int]:
+    producer = make_producer(kafka)
+    await producer.start()
+    try:
+        return await producer.partitions_for(topic)
+    finally:
+        await producer.stop()

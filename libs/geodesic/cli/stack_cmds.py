@@ -60,6 +60,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--timeout", type=float, default=90.0, help="seconds to wait for services to be ready"
     )
     _run_root_arg(up)
+    up.add_argument(
+        "--broker",
+        choices=("kafka", "tansu"),
+        default=None,
+        help="embedded broker for a new stack (default: $GEODESIC_EMBEDDED_BROKER, else "
+        "Apache Kafka when Java 17 and `make install`'s jars are present, else Tansu)",
+    )
     up.set_defaults(func=_up)
     down = sub.add_parser("down", help="stop everything `geodesic up` started")
     _run_root_arg(down)
@@ -86,7 +93,7 @@ def _err(message: str) -> None:
     print(f"geodesic: {message}", file=sys.stderr)
 
 
-async def _ensure_active(redis_url: str, model_id: str) -> str:
+async def _ensure_active(redis_url: str, model_id: str, reason: str) -> str:
     import redis.asyncio as aioredis
 
     from geodesic.control import ControlPlane
@@ -97,7 +104,7 @@ async def _ensure_active(redis_url: str, model_id: str) -> str:
         snap = await plane.snapshot()
         if snap.active:
             return snap.active
-        await plane.promote(model_id, actor="geodesic-up", reason="no active model: bootstrap")
+        await plane.promote(model_id, actor="geodesic-up", reason=reason)
         return model_id
     finally:
         await client.aclose()
@@ -166,6 +173,13 @@ def _reuse(args: argparse.Namespace, running: list[Path]) -> int:
         ENV_REGISTRY: None if args.registry is None else str(args.registry.resolve()),
         ENV_BAR_SECONDS: None if args.bar_seconds is None else str(args.bar_seconds),
     }
+    running_broker = read_state(state_file).get("broker")
+    if args.broker is not None and args.broker != running_broker:
+        _err(
+            f"a stack already runs in {run_dir} on the {running_broker} broker, not "
+            f"{args.broker}: reuse it as is (drop --broker), or `geodesic down` first"
+        )
+        return 1
     for var, value in wanted.items():
         if value is not None and fleet.env.get(var) != value:
             _err(
@@ -200,9 +214,11 @@ async def _active(redis_url: str) -> str | None:
 
 
 def _start(args: argparse.Namespace, root: Path) -> int:
+    from geodesic.lifecycle.registry import demo_promotion_reason
     from geodesic.stack import ENV_REDIS_URL, EmbeddedStack
     from geodesic.stack.bootstrap import ensure_model
     from geodesic.stack.fleet import Fleet, stop_fleet_from_state
+    from geodesic.stack.kafka_broker import KafkaUnavailableError
     from geodesic.stack.redis_acl import OPERATOR, SERVICE_USERS
 
     registry = (args.registry or DEFAULT_REGISTRY).resolve()
@@ -210,11 +226,19 @@ def _start(args: argparse.Namespace, root: Path) -> int:
     print(f"[1/4] model registry {registry}", file=sys.stderr)
     model_id = ensure_model(registry)
     print(f"[2/4] starting broker and Redis (state in {root})", file=sys.stderr)
-    stack = EmbeddedStack(run_root=root, detach=True, acl=True)
+    try:
+        stack = EmbeddedStack(run_root=root, detach=True, broker=args.broker, acl=True)
+    except KafkaUnavailableError as exc:
+        _err(f"geodesic up: {exc}")
+        return 2
     info = stack.start()
     try:
         operator_url = info.redis_users.get(OPERATOR, info.redis_url)
-        active = asyncio.run(_ensure_active(operator_url, model_id))
+        # a gate-failing bootstrap model is promoted as a DEMO model, its failures audited
+        reason = demo_promotion_reason(registry / model_id, "no active model: bootstrap")
+        active = asyncio.run(_ensure_active(operator_url, model_id, reason))
+        if active == model_id and "DEMO model" in reason:
+            print(f"      {reason}", file=sys.stderr)
         print(f"[3/4] active model {active}; starting services", file=sys.stderr)
         env = {
             **info.env(),

@@ -27,6 +27,7 @@ from geodesic.demo.report import build_summary, percentiles, write_report
 from geodesic.features import WARMUP_BARS
 from geodesic.lifecycle.config import DatasetConfig, TrainConfig
 from geodesic.lifecycle.dataset import live_bar_offset
+from geodesic.lifecycle.registry import demo_promotion_reason
 from geodesic.lifecycle.training import train
 from geodesic.marketdata import BarSeries, load_dataset
 from geodesic.marketdata.replay import (
@@ -222,7 +223,8 @@ class Demo:
         await self.observer.start()
         try:
             with self.stage("promote active, shadow and canary the candidate") as rec:
-                await plane.promote(ACTIVE, actor="demo", reason="initial model")
+                reason = demo_promotion_reason(self.run_dir / "registry" / ACTIVE, "initial model")
+                await plane.promote(ACTIVE, actor="demo", reason=reason)
                 await plane.set_slot("shadow", CANDIDATE, actor="demo", reason="shadow first")
                 await plane.set_rollout(
                     Rollout(
@@ -232,7 +234,9 @@ class Demo:
                         candidate=CANDIDATE,
                     ),
                     actor="demo",
-                    reason="canary the candidate",
+                    reason=demo_promotion_reason(
+                        self.run_dir / "registry" / CANDIDATE, "canary the candidate"
+                    ),
                 )
                 rec["detail"] = f"canary fraction {self.s.canary_fraction}"
             expected = len(replay) * (n_bars - WARMUP_BARS + 1)

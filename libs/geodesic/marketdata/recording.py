@@ -276,7 +276,7 @@ def _write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
+            np.savez(fh, allow_pickle=False, **arrays)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -151,7 +151,7 @@ class KafkaSettings(BaseSettings):
         """The TLS context for SSL / SASL_SSL (system CAs unless ssl_cafile is set)."""
         if not self.uses_tls:
             return None
-        context = create_ssl_context(
+        context: ssl.SSLContext = create_ssl_context(
             cafile=self.ssl_cafile,
             certfile=self.ssl_certfile,
             keyfile=self.ssl_keyfile,
@@ -301,16 +301,26 @@ async def wait_for_assignment(
     return set(consumer.assignment())
 
 
-async def _partitions_of(consumer: AIOKafkaConsumer, topic: str, timeout_s: float) -> set[int]:
+async def _partitions_of(settings: KafkaSettings | None, topic: str, timeout_s: float) -> set[int]:
+    """Partition ids of ``topic`` from a metadata request naming it.
+
+    Not ``consumer.partitions_for_topic()``: a consumer with no subscription keeps no
+    metadata on Apache Kafka (its refresh asks for no topics); Tansu answers that request
+    with every topic, which hid the difference.
+    """
     deadline = time.monotonic() + timeout_s
-    while True:
-        await consumer.topics()  # refreshes cluster metadata
-        partitions = consumer.partitions_for_topic(topic)
-        if partitions:
-            return set(partitions)
-        if time.monotonic() > deadline:
-            raise LookupError(f"topic {topic!r} has no partitions in metadata")
-        await asyncio.sleep(0.05)
+    admin = make_admin(settings, client_id=f"geodesic-partitions-{uuid.uuid4().hex[:6]}")
+    await admin.start()
+    try:
+        while True:
+            for entry in await admin.describe_topics([topic]):
+                if entry.get("error_code") == 0 and entry.get("partitions"):
+                    return {p["partition"] for p in entry["partitions"]}
+            if time.monotonic() > deadline:
+                raise LookupError(f"topic {topic!r} has no partitions in metadata")
+            await asyncio.sleep(0.05)
+    finally:
+        await admin.close()
 
 
 def _scratch_consumer(settings: KafkaSettings | None, purpose: str) -> AIOKafkaConsumer:
@@ -379,7 +389,7 @@ async def read_to_end(
     records: list[ConsumerRecord] = []
     try:
         deadline = time.monotonic() + timeout_s
-        partitions = await _partitions_of(consumer, topic, timeout_s)
+        partitions = await _partitions_of(settings, topic, timeout_s)
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         offsets = start_offsets or {}

