@@ -284,7 +284,11 @@ async def idempotent_producer_error(settings: KafkaSettings, *, transactional: b
     )
     try:
         await asyncio.wait_for(producer.start(), 15)
-        await asyncio.wait_for(producer.send_and_wait(topic, b"x"), 15)
+        if transactional:
+            async with producer.transaction():
+                await asyncio.wait_for(producer.send_and_wait(topic, b"x"), 15)
+        else:
+            await asyncio.wait_for(producer.send_and_wait(topic, b"x"), 15)
     except (KafkaError, TimeoutError) as exc:
         return f"{type(exc).__module__}.{type(exc).__name__}: {exc}"
     finally:
@@ -298,7 +302,7 @@ async def idempotent_producer_error(settings: KafkaSettings, *, transactional: b
 async def _main(args: argparse.Namespace, settings: KafkaSettings, broker_pid: int | None) -> dict:
     if args.what == "join":
         out: dict = {}
-        for session_ms in args.session_timeout_ms:
+        for session_ms in args.session_timeout_ms or [settings.session_timeout_ms]:
             tuned = settings.model_copy(
                 update={
                     "session_timeout_ms": session_ms,
@@ -310,10 +314,14 @@ async def _main(args: argparse.Namespace, settings: KafkaSettings, broker_pid: i
             out[f"session_timeout_ms={session_ms}"] = round(await measure_join(tuned), 2)
         return out
     if args.what == "rebalance":
-        return asdict(await measure_two_members(settings))
+        out = {}
+        for beat_ms in args.heartbeat_interval_ms or [settings.heartbeat_interval_ms]:
+            tuned = settings.model_copy(update={"heartbeat_interval_ms": beat_ms})
+            out[f"heartbeat_interval_ms={beat_ms}"] = asdict(await measure_two_members(tuned))
+        return out
     if args.what in ("latency", "idle-cpu"):
         out = {}
-        for wait_ms in args.fetch_max_wait_ms:
+        for wait_ms in args.fetch_max_wait_ms or [settings.fetch_max_wait_ms]:
             tuned = settings.model_copy(update={"fetch_max_wait_ms": wait_ms})
             if args.what == "latency":
                 result = await measure_latency(tuned, rate_per_s=args.rate, count=args.count)
@@ -336,19 +344,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "what", choices=["join", "rebalance", "latency", "idle-cpu", "end-offsets", "idempotence"]
     )
-    parser.add_argument("--session-timeout-ms", type=int, nargs="+", default=[3000])
-    parser.add_argument("--fetch-max-wait-ms", type=int, nargs="+", default=[10])
+    parser.add_argument(
+        "--session-timeout-ms", type=int, nargs="+", help="default: the broker flavor's"
+    )
+    parser.add_argument(
+        "--heartbeat-interval-ms", type=int, nargs="+", help="default: the broker flavor's"
+    )
+    parser.add_argument(
+        "--fetch-max-wait-ms", type=int, nargs="+", help="default: the broker flavor's"
+    )
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--count", type=int, default=3000)
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument(
+        "--broker",
+        choices=("kafka", "tansu"),
+        default=None,
+        help="embedded broker to measure (default: as `geodesic up` chooses)",
+    )
     args = parser.parse_args(argv)
 
     from geodesic.stack.embedded import EmbeddedStack
 
-    with EmbeddedStack(topics={}) as info:
-        stack_settings = KafkaSettings(bootstrap=info.bootstrap)
+    stack = EmbeddedStack(topics={}, use_env=False, broker=args.broker)
+    with stack as info:
+        # the broker's own flavor timings; the options above override them per run
+        stack_settings = stack.kafka_settings
         result = asyncio.run(_main(args, stack_settings, info.pids.get("broker")))
-    print(json.dumps(result, indent=2))
+    print(json.dumps({"broker": stack.broker, **result}, indent=2))
     return 0
 
 
