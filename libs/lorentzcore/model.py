@@ -25,7 +25,8 @@ from numpy.typing import ArrayLike, NDArray
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lorentzcore.ann import AnnIndex
-from lorentzcore.kernels import KernelConfig
+from lorentzcore.hyperbolic import lorentz_distances_to_query
+from lorentzcore.kernels import KernelConfig, fit_prior_strength, kernel_weights, weighted_prob
 from lorentzcore.whitening import Whitener
 
 MODEL_FORMAT_VERSION = 1
@@ -54,6 +55,10 @@ class ScorerParams(BaseModel):
     long_threshold: Annotated[float, Field(ge=0.5, le=1.0)] = 0.55
     short_threshold: Annotated[float, Field(ge=0.0, le=0.5)] = 0.45
     budget_ms: Annotated[float, Field(gt=0)] = 1.0
+    #: Shrinkage of the vote toward the base rate by effective neighbours
+    #: (kernels.shrink_to_base_rate). Both None (models trained before it): the raw vote.
+    base_rate: Annotated[float, Field(gt=0, lt=1)] | None = None
+    prior_strength: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
 
     @model_validator(mode="after")
     def _k_within_candidates(self) -> ScorerParams:
@@ -113,8 +118,17 @@ class AnalogModel:
         ef_search: int = 64,
         seed: int = 100,
         extra: dict[str, Any] | None = None,
+        shrink_exclude_bars: int | None = None,
+        candidate_metric: str = "l2",
     ) -> AnalogModel:
-        """Fit the whitener on X only (no test data leaks in), build the index, save all."""
+        """Fit the whitener on X only (no test data leaks in), build the index, save all.
+
+        With ``shrink_exclude_bars`` set, the vote's shrinkage toward the training base rate
+        is fitted (empirical Bayes) from votes on training points whose neighbours exclude
+        every sample within that many bars of them (their own and overlapping labels).
+        ``candidate_metric="lorentz_mips"`` builds the HNSW graph over the MIPS-augmented
+        lift (lorentzcore.ann), so candidates arrive in Lorentz order.
+        """
         X64 = np.asarray(X, dtype=np.float64)
         y = np.asarray(labels, dtype=np.float32)
         t = np.asarray(times, dtype=np.int64)
@@ -144,6 +158,8 @@ class AnalogModel:
             ef_search=ef_search,
             k_cand=params.k_cand,
             seed=seed,
+            metric=candidate_metric,
+            lift_scale=float(params.lift_scale or 1.0),
         )
         spec = ModelSpec(
             model_id=model_id,
@@ -157,6 +173,15 @@ class AnalogModel:
             extra=extra or {},
         )
         model = cls(spec, whitener, index, y, t, out)
+        if shrink_exclude_bars is not None:
+            base_rate = float(np.mean(y))
+            votes, eff = _leave_out_votes(model, Z, t, shrink_exclude_bars, seed)
+            strength = fit_prior_strength(votes, eff, base_rate)
+            if 0.0 < base_rate < 1.0:
+                params = params.model_copy(
+                    update={"base_rate": base_rate, "prior_strength": strength}
+                )
+                model.spec = spec.model_copy(update={"params": params})
         model.save()
         return model
 
@@ -194,6 +219,44 @@ class AnalogModel:
                 f"index {index.dim}x{index.count})"
             )
         return cls(spec, whitener, index, labels, times, d)
+
+
+#: Training points whose leave-out votes fit the prior strength (a seeded subsample).
+SHRINK_FIT_QUERIES = 4000
+
+
+def _leave_out_votes(
+    model: AnalogModel,
+    Z: NDArray[np.float32],
+    times: NDArray[np.int64],
+    exclude_bars: int,
+    seed: int,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """The scorer's vote (Lorentz re-rank, kernels) for training points, with every
+    candidate within ``exclude_bars`` of the query's time removed (itself included)."""
+    n = Z.shape[0]
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(n, SHRINK_FIT_QUERIES, replace=False) if n > SHRINK_FIT_QUERIES else None
+    rows = np.arange(n) if idx is None else np.sort(idx)
+    params, kernel = model.spec.params, model.spec.kernel
+    k_cand = min(params.k_cand + 4 * (2 * exclude_bars + 1), model.index.count)
+    cand, _, Zn = model.index.search_with_vectors(Z[rows], k_cand)
+    scale = float(params.lift_scale or 1.0)
+    labels = model.labels.astype(np.float64)
+    votes = np.full(rows.shape[0], np.nan)
+    eff = np.zeros(rows.shape[0])
+    for j, i in enumerate(rows):
+        keep = np.abs(model.times[cand[j]] - times[i]) > exclude_bars
+        if not keep.any():
+            continue
+        ids = cand[j][keep]
+        d = lorentz_distances_to_query(Z[i].astype(np.float64) * scale, Zn[j][keep] * scale)
+        sel = np.argsort(d, kind="stable")[: params.k]
+        w = kernel_weights(d[sel], np.abs(times[i] - model.times[ids[sel]]), kernel)
+        p, e, abstain = weighted_prob(w, labels[ids[sel]], kernel.weight_floor)
+        if not abstain:
+            votes[j], eff[j] = p, e
+    return votes, eff
 
 
 def informative_features(X: NDArray[np.float64], rel_tol: float = 1e-9) -> NDArray[np.bool_]:

@@ -9,6 +9,10 @@ recomputes that stage in float64 and increments `fallback_count[stage]`; the re-
 always float64 (the cancellation-free Lorentz distance), because float32 loses the
 distance entirely at the radii whitened data reaches.
 
+Probabilities: a model that records a base rate and prior strength (ScorerParams) serves
+the vote shrunk toward the base rate by its effective neighbours
+(kernels.shrink_to_base_rate); an older model without them serves the raw vote.
+
 Degrade ladder (DESIGN.md 3.8), applied per event from the DegradeController:
   1: K_cand halved (not below K);  2: also no periodic kernel;
   3: also no re-rank: HNSW's top K, weighted by their Lorentz distances.
@@ -25,7 +29,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from lorentzcore.degrade import DegradeController
 from lorentzcore.hyperbolic import lorentz_distances_to_query
-from lorentzcore.kernels import SinCache
+from lorentzcore.kernels import SinCache, shrink_to_base_rate
 from lorentzcore.model import AnalogModel
 
 STAGES = ("whiten", "search", "rerank", "kernel")
@@ -249,6 +253,9 @@ class Scorer:
         )
         if not finite:
             self.fallback_count["kernel"] += 1
+        p0, m = self.params.base_rate, self.params.prior_strength
+        if not abstain and p0 is not None and m is not None:
+            prob = shrink_to_base_rate(prob, eff_k, p0, m)
         t4 = time.perf_counter_ns()
         timings = {
             "whiten": (t1 - t0) / 1e3,

@@ -2,46 +2,47 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry
+from typing import Any
 
 from collector.processor import CollectorMetrics, CollectorProcessor
 from collector.settings import CollectorSettings
 from collector.validation import ValidationPolicy
+from geodesic.contracts.services import COLLECTOR
 from geodesic.runtime.checkpoint import CheckpointStore
-from geodesic.runtime.service import ServiceRunner
-
-NAME = "collector"
+from geodesic.runtime.service import LoopContext, Service
 
 
-def build(settings: CollectorSettings | None = None) -> ServiceRunner:
-    s = settings or CollectorSettings()
-    registry = CollectorRegistry()
-    metrics = CollectorMetrics(registry)
-    policy = ValidationPolicy(
-        max_bytes=s.max_bytes,
-        max_future_ns=int(s.max_future_s * 1e9),
-        max_age_ns=int(s.max_age_s * 1e9),
-        allowed_symbols=s.allowed_symbols,
-    )
-    holder: dict[str, CollectorProcessor] = {}
+class CollectorService(Service[CollectorSettings]):
+    spec = COLLECTOR
+    settings_class = CollectorSettings
 
-    def factory(redis):  # noqa: ANN001 - redis.asyncio.Redis
-        proc = CollectorProcessor(
-            policy=policy,
+    def __init__(self, settings: CollectorSettings | None = None) -> None:
+        super().__init__(settings)
+        self.metrics = CollectorMetrics(self.registry)
+        self._processor: CollectorProcessor | None = None
+
+    def topics(self) -> list[str]:
+        return [self.settings.in_topic]
+
+    def processor(self, ctx: LoopContext) -> CollectorProcessor:
+        s = self.settings
+        self._processor = CollectorProcessor(
+            policy=ValidationPolicy(
+                max_bytes=s.max_bytes,
+                max_future_ns=int(s.max_future_s * 1e9),
+                max_age_ns=int(s.max_age_s * 1e9),
+                allowed_symbols=s.allowed_symbols,
+            ),
             out_topic=s.out_topic,
-            dlq_topic=s.dlq_topic,
-            checkpoints=CheckpointStore(redis, NAME, s.redis_prefix),
-            metrics=metrics,
+            dead_letters=self.dead_letters,
+            checkpoints=CheckpointStore(ctx.redis, self.spec.name, s.redis_prefix),
+            metrics=self.metrics,
             max_keys=s.max_keys,
             reset_gap=s.reset_gap,
+            partitions_for=ctx.partitions_for if s.check_partition else None,
         )
-        holder["p"] = proc
-        return proc
+        return self._processor
 
-    def info() -> dict:
-        proc = holder.get("p")
+    def info(self) -> dict[str, Any]:
+        proc = self._processor
         return {"counts": dict(proc.counts) if proc else {}}
-
-    return ServiceRunner(
-        NAME, s, topics=[s.in_topic], processor_factory=factory, registry=registry, info=info
-    )

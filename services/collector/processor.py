@@ -3,6 +3,11 @@
 Every input record ends in exactly one of accepted (md.ticks), duplicate (dropped,
 counted) or dead-lettered (md.ticks.dlq with a reason), so
 received == accepted + duplicates + dlq holds by construction and is exported as metrics.
+
+Sequence state is per input partition (it is checkpointed with the partition's offset),
+so a symbol's ticks must all arrive on one partition: the one Kafka's default partitioner
+gives its key. A tick elsewhere is dead-lettered as ``wrong_partition`` rather than
+de-duplicated across partitions, which would need state shared between collector copies.
 """
 
 from __future__ import annotations
@@ -12,18 +17,20 @@ from collections.abc import Callable, Sequence
 
 from aiokafka import ConsumerRecord, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from redis.typing import EncodableT, FieldT
 
 from collector.validation import (
     Accepted,
     Rejected,
-    RejectReason,
     ValidationPolicy,
     classify,
-    make_dead_letter,
+    expected_partition,
 )
+from geodesic.contracts.reasons import RejectReason
+from geodesic.marketdata.sequencing import SequenceTracker, SeqVerdict
 from geodesic.runtime.checkpoint import CheckpointStore
+from geodesic.runtime.deadletters import DeadLetterSink
 from geodesic.runtime.pipeline import Output
-from geodesic.sequencing import SequenceTracker, SeqVerdict
 
 
 class CollectorMetrics:
@@ -33,7 +40,6 @@ class CollectorMetrics:
         self.duplicates = Counter(
             "collector_duplicates_total", "repeated seq dropped", registry=registry
         )
-        self.dlq = Counter("dlq_total", "messages dead-lettered", ["reason"], registry=registry)
         self.tracked_keys = Gauge(
             "collector_tracked_keys", "(venue, symbol) pairs tracked", registry=registry
         )
@@ -45,16 +51,18 @@ class CollectorProcessor:
         *,
         policy: ValidationPolicy,
         out_topic: str,
-        dlq_topic: str,
+        dead_letters: DeadLetterSink,
         checkpoints: CheckpointStore | None,
         metrics: CollectorMetrics,
         max_keys: int = 100_000,
         reset_gap: int | None = None,
+        partitions_for: Callable[[str], int | None] | None = None,
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
         self.policy = policy
         self.out_topic = out_topic
-        self.dlq_topic = dlq_topic
+        self.dead_letters = dead_letters
+        self.partitions_for = partitions_for
         self.checkpoints = checkpoints
         self.metrics = metrics
         self.max_keys = max_keys
@@ -62,6 +70,7 @@ class CollectorProcessor:
         self.clock = clock
         self.trackers: dict[TopicPartition, SequenceTracker] = {}
         self.counts = {"received": 0, "accepted": 0, "duplicates": 0, "dlq": 0}
+        self.seen: dict[str, int] = {}  # symbol -> last accepted ns, flushed at checkpoint
 
     def _new_tracker(self) -> SequenceTracker:
         return SequenceTracker(max_keys=self.max_keys, reset_gap=self.reset_gap)
@@ -96,6 +105,10 @@ class CollectorProcessor:
             }
         )
         self.metrics.tracked_keys.set(sum(len(t) for t in self.trackers.values()))
+        if self.seen:  # the operator CLI warns about a kill switch for an unseen symbol
+            seen, self.seen = self.seen, {}
+            fields: dict[FieldT, EncodableT] = {k: v for k, v in seen.items()}
+            await self.checkpoints.redis.hset(self.checkpoints.keys.seen_symbols, mapping=fields)
 
     async def process(self, tp: TopicPartition, records: Sequence[ConsumerRecord]) -> list[Output]:
         tracker = self.trackers.setdefault(tp, self._new_tracker())
@@ -119,6 +132,9 @@ class CollectorProcessor:
         if isinstance(verdict, Rejected):
             return [self._dead_letter(verdict, raw, key, tp, offset, now)]
         assert isinstance(verdict, Accepted)
+        misplaced = self._misplaced(tp, verdict.tick.symbol)
+        if misplaced is not None:
+            return [self._dead_letter(misplaced, raw, key, tp, offset, now)]
         seq = tracker.observe_tick(verdict.tick)
         if seq is SeqVerdict.DUPLICATE:
             self.counts["duplicates"] += 1
@@ -133,7 +149,23 @@ class CollectorProcessor:
         self.counts["accepted"] += 1
         self.metrics.accepted.inc()
         tick = verdict.tick
+        self.seen[tick.symbol] = now
         return [Output(self.out_topic, tick.symbol.encode(), tick.to_bytes())]
+
+    def _misplaced(self, tp: TopicPartition, symbol: str) -> Rejected | None:
+        if self.partitions_for is None:
+            return None
+        n = self.partitions_for(tp.topic)
+        if not n:
+            return None
+        want = expected_partition(symbol.encode(), n)
+        if want == tp.partition:
+            return None
+        return Rejected(
+            RejectReason.WRONG_PARTITION,
+            f"symbol {symbol!r} belongs on partition {want} of {n} (murmur2 of the key), "
+            f"not {tp.partition}: publish keyed by symbol with the default partitioner",
+        )
 
     def _dead_letter(
         self,
@@ -145,14 +177,12 @@ class CollectorProcessor:
         now: int,
     ) -> Output:
         self.counts["dlq"] += 1
-        self.metrics.dlq.labels(reason=rej.reason.value).inc()
-        letter = make_dead_letter(
-            rej,
+        return self.dead_letters.reject(
+            rej.reason,
+            rej.detail,
             raw=raw,
             key=key,
             source_topic=tp.topic,
             partition=tp.partition,
             offset=offset,
-            now_ns=now,
         )
-        return Output(self.dlq_topic, key, letter.to_bytes())

@@ -13,14 +13,14 @@ for 1.0): the collector is the gate, so a producer bug fails here, not in a cons
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass
 from typing import Annotated
 
+from aiokafka.partitioner import murmur2
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import ErrorDetails
 
-from geodesic.contracts import DeadLetter, Tick
+from geodesic.contracts import Tick
 from geodesic.contracts.reasons import RejectReason
 
 INT64_MAX = 2**63 - 1
@@ -93,27 +93,11 @@ def classify(raw: bytes, key: bytes | None, now_ns: int, policy: ValidationPolic
     return Accepted(tick.model_copy(update={"ingest_ts_ns": now_ns}))
 
 
-def make_dead_letter(
-    rejected: Rejected,
-    *,
-    raw: bytes,
-    key: bytes | None,
-    source_topic: str,
-    partition: int,
-    offset: int,
-    now_ns: int,
-) -> DeadLetter:
-    """Wrap a rejection with its original bytes so the message can be inspected or replayed."""
-    return DeadLetter(
-        reason=rejected.reason.value,
-        detail=rejected.detail,
-        source_topic=source_topic,
-        partition=partition,
-        offset=offset,
-        key=None if key is None else key.decode("utf-8", "backslashreplace"),
-        raw_b64=base64.b64encode(raw).decode("ascii"),
-        ts_ns=now_ns,
-    )
+def expected_partition(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2, as the Java client and
+    aiokafka; librdkafka's ``murmur2_random``) gives ``key`` among ``partitions``."""
+    hashed: int = murmur2(key)
+    return (hashed & 0x7FFFFFFF) % partitions
 
 
 def _reason_for(error: ErrorDetails) -> RejectReason:

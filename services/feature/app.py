@@ -2,53 +2,56 @@
 
 from __future__ import annotations
 
-from aiokafka import TopicPartition
-from prometheus_client import CollectorRegistry
+from typing import Any
 
 from feature.processor import FeatureMetrics, FeatureProcessor
 from feature.settings import FeatureSettings
+from geodesic.contracts.services import FEATURE
+from geodesic.features.compute import WARMUP_BARS
 from geodesic.runtime.checkpoint import CheckpointStore
-from geodesic.runtime.service import ServiceRunner
-
-NAME = "feature"
+from geodesic.runtime.service import LoopContext, Service
 
 
-def build(settings: FeatureSettings | None = None) -> ServiceRunner:
-    s = settings or FeatureSettings()
-    registry = CollectorRegistry()
-    metrics = FeatureMetrics(registry)
-    holder: dict[str, FeatureProcessor] = {}
-    runner: ServiceRunner | None = None
+class FeatureService(Service[FeatureSettings]):
+    spec = FEATURE
+    settings_class = FeatureSettings
 
-    def is_behind(tp: TopicPartition) -> bool:
-        return runner is not None and runner.loop is not None and runner.loop.behind(tp)
+    def __init__(self, settings: FeatureSettings | None = None) -> None:
+        super().__init__(settings)
+        self.metrics = FeatureMetrics(self.registry)
+        self._processor: FeatureProcessor | None = None
 
-    def factory(redis):  # noqa: ANN001 - redis.asyncio.Redis
-        proc = FeatureProcessor(
+    def topics(self) -> list[str]:
+        return [self.settings.in_topic]
+
+    def processor(self, ctx: LoopContext) -> FeatureProcessor:
+        s = self.settings
+        self._processor = FeatureProcessor(
             bar_seconds=s.bar_seconds,
             price_source=s.price_source,
             bars_topic=s.bars_topic,
             features_topic=s.features_topic,
             idle_flush_grace_s=s.idle_flush_grace_s,
-            checkpoints=CheckpointStore(redis, NAME, s.redis_prefix),
-            metrics=metrics,
-            is_behind=is_behind,
+            checkpoints=CheckpointStore(ctx.redis, self.spec.name, s.redis_prefix),
+            metrics=self.metrics,
+            dead_letters=self.dead_letters,
+            is_behind=ctx.behind,
         )
-        holder["p"] = proc
-        return proc
+        return self._processor
 
-    def info() -> dict:
-        proc = holder.get("p")
+    def info(self) -> dict[str, Any]:
+        proc = self._processor
         if proc is None:
             return {}
+        progress = proc.warmup()
         return {
             "schema_hash": proc.schema_hash,
-            "bar_seconds": s.bar_seconds,
-            "invalid_input": proc.invalid,
+            "bar_seconds": self.settings.bar_seconds,
             "bars": {str(tp): st.bars.stats_dict() for tp, st in proc.parts.items()},
+            # Signals start once a symbol holds this many bars: say how far each one is.
+            "warmup": {
+                "bars_needed": WARMUP_BARS,
+                "symbols_ready": sum(1 for n in progress.values() if n >= WARMUP_BARS),
+                "symbols_warming": {s: n for s, n in sorted(progress.items()) if n < WARMUP_BARS},
+            },
         }
-
-    runner = ServiceRunner(
-        NAME, s, topics=[s.in_topic], processor_factory=factory, registry=registry, info=info
-    )
-    return runner

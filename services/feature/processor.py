@@ -23,10 +23,12 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from pydantic import ValidationError
 
 from geodesic.contracts import Bar, Tick
+from geodesic.contracts.reasons import RejectReason
 from geodesic.features import BarBuilder, FeatureEngine
+from geodesic.marketdata.sequencing import SequenceTracker
 from geodesic.runtime.checkpoint import CheckpointStore
+from geodesic.runtime.deadletters import DeadLetterSink
 from geodesic.runtime.pipeline import Output
-from geodesic.sequencing import SequenceTracker
 
 log = logging.getLogger(__name__)
 LATENCY_BUCKETS_MS = (0.25, 0.5, 1, 2, 5, 10, 25, 50, 100, 250, 1000, 5000)
@@ -41,9 +43,6 @@ class FeatureMetrics:
         self.late = Counter("feature_late_ticks_total", "late ticks", ["reason"], registry=registry)
         self.bars = Counter("feature_bars_total", "bars closed", registry=registry)
         self.vectors = Counter("feature_vectors_total", "feature vectors", registry=registry)
-        self.invalid = Counter(
-            "feature_invalid_input_total", "md.ticks records skipped", ["reason"], registry=registry
-        )
         self.latency = Histogram(
             "stage_latency_ms",
             "per-stage latency",
@@ -74,6 +73,7 @@ class FeatureProcessor:
         idle_flush_grace_s: float | None,
         checkpoints: CheckpointStore | None,
         metrics: FeatureMetrics,
+        dead_letters: DeadLetterSink,
         clock: Callable[[], int] = time.time_ns,
         is_behind: Callable[[TopicPartition], bool] | None = None,
     ) -> None:
@@ -89,7 +89,7 @@ class FeatureProcessor:
         # of such a partition are not flushed, since their closing ticks are in the log.
         self.is_behind = is_behind
         self.parts: dict[TopicPartition, _PartitionState] = {}
-        self.invalid = 0
+        self.dead_letters = dead_letters
 
     def _new_state(self) -> _PartitionState:
         return _PartitionState(
@@ -151,14 +151,23 @@ class FeatureProcessor:
             try:
                 tick = Tick.model_validate_json(rec.value or b"")
             except ValidationError as exc:
-                self._skip(tp, rec, "invalid_tick", exc)
+                # md.ticks is written by the collector only: a bug or an intruder
+                out.append(self._reject(tp, rec, RejectReason.INVALID_RECORD, exc))
                 continue
             self.metrics.ticks.inc()
             try:
                 out.extend(self._on_tick(st, tick, now))
-            except Exception as exc:  # one record must never stop the service
-                self._skip(tp, rec, "processing_error", exc)
+            except Exception as exc:  # kept in the DLQ with its traceback logged
+                log.exception("feature failed on %s@%d", tp, rec.offset)
+                out.append(self._reject(tp, rec, RejectReason.PROCESSING_ERROR, exc))
         return out
+
+    def _reject(
+        self, tp: TopicPartition, rec: ConsumerRecord, reason: RejectReason, exc: Exception
+    ) -> Output:
+        """Retrying a record that fails would wedge the partition: dead-letter it."""
+        detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        return self.dead_letters.reject_record(reason, detail, tp, rec)
 
     def _on_tick(self, st: _PartitionState, tick: Tick, now: int) -> list[Output]:
         if not st.tracker.observe_tick(tick).publish:
@@ -176,14 +185,6 @@ class FeatureProcessor:
             hops["collector"] = tick.ingest_ts_ns
         return self._emit(st, result.closed, hops)
 
-    def _skip(self, tp: TopicPartition, rec: ConsumerRecord, reason: str, exc: Exception) -> None:
-        """md.ticks is written by the collector only, so a bad record there is a bug or an
-        intruder: count it and move on (retrying it would wedge the partition)."""
-        self.invalid += 1
-        self.metrics.invalid.labels(reason=reason).inc()
-        detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        log.warning("feature skipped %s@%d (%s): %s", tp, rec.offset, reason, detail)
-
     async def on_idle(self, now_ns: int) -> list[Output]:
         if self.grace_ns is None:
             return []
@@ -198,10 +199,17 @@ class FeatureProcessor:
                 try:
                     out.extend(self._emit(st, bar, {"feature_in": now_ns}))
                 except Exception as exc:  # a bar built from hostile ticks must not stop us
-                    self.invalid += 1
-                    self.metrics.invalid.labels(reason="processing_error").inc()
-                    log.warning(
-                        "feature could not emit %s bar %d: %s", bar.symbol, bar.bar_index, exc
+                    log.exception("feature could not emit %s bar %d", bar.symbol, bar.bar_index)
+                    out.append(
+                        self.dead_letters.reject(
+                            RejectReason.PROCESSING_ERROR,
+                            f"idle-closed bar {bar.bar_index}: {exc}",
+                            raw=bar.to_bytes(),
+                            key=bar.symbol.encode(),
+                            source_topic=tp.topic,
+                            partition=tp.partition,
+                            offset=-1,
+                        )
                     )
         return out
 
@@ -218,3 +226,10 @@ class FeatureProcessor:
             self.metrics.latency.labels(stage="feature").observe((done - hops["feature_in"]) / 1e6)
             out.append(Output(self.features_topic, key, vec.to_bytes()))
         return out
+
+    def warmup(self) -> dict[str, int]:
+        """Bars of history per symbol (a symbol scores from ``warmup_bars`` on)."""
+        progress: dict[str, int] = {}
+        for st in self.parts.values():
+            progress.update(st.engine.warmup_progress())
+        return progress

@@ -1,23 +1,22 @@
-"""Feature service configuration (env prefix GEODESIC_FEATURE_)."""
+"""Feature service configuration (env prefix from geodesic.contracts.services.FEATURE)."""
 
 from __future__ import annotations
 
 from typing import Literal
 
 from pydantic import Field
-from pydantic_settings import SettingsConfigDict
 
-from geodesic.runtime.service import ServiceSettings
+from geodesic.contracts.services import FEATURE
+from geodesic.runtime.service import ServiceSettings, settings_config
 
 
 class FeatureSettings(ServiceSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="GEODESIC_FEATURE_", frozen=True, extra="ignore", env_nested_delimiter="__"
-    )
+    model_config = settings_config(FEATURE)
 
-    in_topic: str = "md.ticks"
-    bars_topic: str = "md.bars"
-    features_topic: str = "features.v1"
+    in_topic: str = FEATURE.topic("in", "Tick")
+    bars_topic: str = FEATURE.topic("out", "Bar")
+    features_topic: str = FEATURE.topic("out", "FeatureVector")
+    dlq_topic: str = FEATURE.dlq_topic()
     bar_seconds: int = Field(default=60, ge=1)
     price_source: Literal["last", "mid"] = "last"
     idle_flush_grace_s: float | None = Field(

@@ -2,27 +2,34 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry
+from typing import Any
 
+from geodesic.contracts.services import RISK_SUPERVISOR
 from geodesic.runtime.checkpoint import CheckpointStore
-from geodesic.runtime.service import ServiceRunner
+from geodesic.runtime.service import LoopContext, Service
 from risk_supervisor.processor import RiskMetrics, RiskProcessor
 from risk_supervisor.settings import RiskSettings
 
-NAME = "risk"
 
+class RiskSupervisorService(Service[RiskSettings]):
+    spec = RISK_SUPERVISOR
+    settings_class = RiskSettings
 
-def build(settings: RiskSettings | None = None) -> ServiceRunner:
-    s = settings or RiskSettings()
-    registry = CollectorRegistry()
-    metrics = RiskMetrics(registry)
-    parts: dict = {}
+    def __init__(self, settings: RiskSettings | None = None) -> None:
+        super().__init__(settings)
+        self.metrics = RiskMetrics(self.registry)
+        self._processor: RiskProcessor | None = None
 
-    def factory(redis) -> RiskProcessor:  # noqa: ANN001
-        proc = RiskProcessor(
-            redis=redis,
+    def topics(self) -> list[str]:
+        s = self.settings
+        return [s.signals_topic, s.bars_topic, s.features_topic]
+
+    def processor(self, ctx: LoopContext) -> RiskProcessor:
+        s = self.settings
+        self._processor = RiskProcessor(
+            redis=ctx.redis,
             prefix=s.redis_prefix,
-            checkpoints=CheckpointStore(redis, NAME, s.redis_prefix),
+            checkpoints=CheckpointStore(ctx.redis, self.spec.name, s.redis_prefix),
             signals_topic=s.signals_topic,
             bars_topic=s.bars_topic,
             features_topic=s.features_topic,
@@ -35,22 +42,13 @@ def build(settings: RiskSettings | None = None) -> ServiceRunner:
             guard=s.rollout_guard,
             registry_root=s.registry_root,
             drift_window=s.drift_window,
-            metrics=metrics,
+            metrics=self.metrics,
+            dead_letters=self.dead_letters,
         )
-        parts["proc"] = proc
-        return proc
+        return self._processor
 
-    def info() -> dict:
-        proc = parts.get("proc")
+    def info(self) -> dict[str, Any]:
+        proc = self._processor
         if proc is None:
             return {}
         return {"counts": dict(proc.counts), **proc.status()}
-
-    return ServiceRunner(
-        "risk-supervisor",
-        s,
-        topics=[s.signals_topic, s.bars_topic, s.features_topic],
-        processor_factory=factory,
-        registry=registry,
-        info=info,
-    )

@@ -31,7 +31,9 @@ from aiokafka import ConsumerRecord, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import ValidationError
 
-from geodesic.contracts import Bar, ControlEvent, FeatureVector, ScoredSignal
+from geodesic.contracts import Bar, ControlEvent, FeatureVector, Outcome, ScoredSignal
+from geodesic.contracts.reasons import RejectReason, SignalReason
+from geodesic.contracts.services import RISK_SUPERVISOR, SHADOW
 from geodesic.control import ControlPlane, ControlSnapshot
 from geodesic.control.keys import Keys
 from geodesic.lifecycle.drift import DRIFT_FILE, DriftReference
@@ -40,12 +42,15 @@ from geodesic.risk.outcomes import MarkoutLabeler
 from geodesic.risk.supervisor import DriftMonitor, Rollback, SetTradingState, SupervisorState
 from geodesic.risk.winrate import RollingWinRate
 from geodesic.runtime.checkpoint import CheckpointStore
+from geodesic.runtime.deadletters import DeadLetterSink
 from geodesic.runtime.pipeline import STATE_STORE_ERRORS, Output
 from lorentzcore.metrics import expected_calibration_error
 
 log = logging.getLogger(__name__)
 STATE_NAME = "supervisor"
-ACTOR = "risk-supervisor"
+ACTOR = RISK_SUPERVISOR.name
+STATUS = "status"
+assert STATUS in RISK_SUPERVISOR.state
 
 
 class RiskMetrics:
@@ -72,13 +77,12 @@ class RiskMetrics:
         self.halts = Counter("halt_total", "trading-state escalations", ["state"], registry=r)
         self.kill_switch = Gauge("kill_switch_active", "global kill switch on", registry=r)
         self.forwarded = Counter("control_events_forwarded_total", "audit entries sent", registry=r)
-        self.invalid = Counter("risk_invalid_input_total", "records skipped", registry=r)
 
 
 def audit_to_event(entry_id: str, fields: dict[str, str]) -> ControlEvent:
     return ControlEvent(
         event_id=fields.get("event_id") or entry_id,
-        kind=fields["kind"],  # type: ignore[arg-type]
+        kind=fields["kind"],
         actor=fields.get("actor") or "unknown",
         reason=fields.get("reason") or "unspecified",
         from_value=fields.get("from"),
@@ -112,9 +116,11 @@ class RiskProcessor:
         registry_root: Path,
         drift_window: int,
         metrics: RiskMetrics,
+        dead_letters: DeadLetterSink,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.redis = redis
+        self.dead_letters = dead_letters
         self.keys = Keys(prefix)
         self.plane = ControlPlane(redis, prefix)
         self.checkpoints = checkpoints
@@ -204,11 +210,15 @@ class RiskProcessor:
                     self.counts["features"] += 1
                     self.state.on_features(FeatureVector.model_validate_json(raw))
                     outcomes = []
-            except Exception as exc:  # count and skip: a bad record must not stop the loop
+            except Exception as exc:  # dead-letter: a bad record must not stop the loop
                 self.counts["invalid"] += 1
-                self.metrics.invalid.inc()
                 text = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-                log.warning("risk supervisor skipped %s@%d: %s", tp, rec.offset, text)
+                if isinstance(exc, ValidationError):
+                    reason = RejectReason.INVALID_RECORD
+                else:
+                    reason = RejectReason.PROCESSING_ERROR
+                    log.exception("risk supervisor failed on %s@%d", tp, rec.offset)
+                out.append(self.dead_letters.reject_record(reason, text, tp, rec))
                 continue
             for o in outcomes:
                 self.counts["outcomes"] += 1
@@ -220,9 +230,9 @@ class RiskProcessor:
                 out.append(Output(self.outcomes_topic, o.symbol.encode(), o.to_bytes()))
         return out
 
-    def _on_signal(self, sig: ScoredSignal) -> list:
+    def _on_signal(self, sig: ScoredSignal) -> list[Outcome]:
         self.counts["signals"] += 1
-        if sig.model_id == "none" or "model_unavailable" in sig.reasons:
+        if sig.model_id == "none" or SignalReason.MODEL_UNAVAILABLE in sig.reasons:
             return []
         return self.labeler.on_signal(sig)
 
@@ -243,7 +253,7 @@ class RiskProcessor:
         self.snapshot_view = snap
         self.metrics.kill_switch.set(1 if snap.kill_global else 0)
         self._ensure_drift_monitor(snap.active)
-        raw = await self.redis.get(self.keys.service_state("shadow", "stats"))
+        raw = await self.redis.get(self.keys.service_state(SHADOW.name, "stats"))
         if raw:
             self.state.on_parity_failures(int(json.loads(raw).get("parity_fail", 0)))
         for action in self.state.evaluate(snap, now_ns):
@@ -324,8 +334,11 @@ class RiskProcessor:
     async def _forward_audit(self) -> list[Output]:
         """Forward new audit entries to control.events, in stream order."""
         rows = await self.redis.xrange(self.keys.audit, min=f"({self.audit_last_id}", count=200)
+        rows = rows or []
         out = []
         for entry_id, fields in rows:
+            if entry_id is None or fields is None:
+                continue
             eid = _text(entry_id)
             f = {_text(k): _text(v) for k, v in fields.items()}
             try:
@@ -365,11 +378,8 @@ class RiskProcessor:
         doc["actions"] = self.actions_taken[-20:]
         return doc
 
-    def winrate_doc(self) -> dict[str, Any]:
-        return self.status().get("winrates", {})
-
     async def publish_winrates(self) -> None:
         status = self.status()
         await self.redis.set(
-            self.keys.service_state("risk", "status"), json.dumps(status, default=str)
+            self.keys.service_state(RISK_SUPERVISOR.name, STATUS), json.dumps(status, default=str)
         )

@@ -5,11 +5,16 @@ or the canary model by a deterministic hash, score with lorentzcore, and decide 
 tradability from the symbol's trading state. The signal_id is a hash of (symbol,
 bar_index, model_id), so a redelivered feature vector yields the same id and executors
 can drop the repeat.
+
+Every signal carries its decision age: wall-clock ms from the collector accepting the
+tick that closed its bar (the feature service closing an idle bar, when no tick did) to
+the decision. Past ``max_signal_age_ms`` it is ``stale_input`` and not tradable, so a
+backlog (scorer restart, broker or Redis outage, slow feature service) never comes out
+as tradable signals about a market that has moved on.
 """
 
 from __future__ import annotations
 
-import base64
 import logging
 import random
 import time
@@ -20,11 +25,13 @@ from aiokafka import ConsumerRecord, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import ValidationError
 
-from geodesic.contracts import DeadLetter, FeatureVector, ScoredSignal, make_signal_id
+from geodesic.contracts import FeatureVector, ScoredSignal, make_signal_id
+from geodesic.contracts.reasons import RejectReason, SignalReason
 from geodesic.control import ControlWatcher
+from geodesic.runtime.deadletters import DeadLetterSink
 from geodesic.runtime.pipeline import Output, StatelessProcessor
 from geodesic.serving import ModelCache, decide
-from lorentzcore.scorer import STAGES, NonFiniteInputError
+from lorentzcore.scorer import STAGES, NonFiniteInputError, Score, Scorer
 from lorentzcore.tuning import RecallTuner
 
 log = logging.getLogger(__name__)
@@ -50,7 +57,7 @@ class ScorerMetrics:
             buckets=LATENCY_BUCKETS_MS,
             registry=r,
         )
-        self.fallback = Gauge("fallback_count", "float64 recomputes", ["stage"], registry=r)
+        self.fallback = Counter("fallback_total", "float64 recomputes", ["stage"], registry=r)
         self.degrade_level = Gauge("degrade_level", "current degrade level", registry=r)
         self.eff_k = Histogram(
             "eff_k", "effective neighbours", buckets=(1, 2, 4, 8, 16, 32, 64), registry=r
@@ -62,14 +69,22 @@ class ScorerMetrics:
             registry=r,
         )
         self.abstain = Counter("abstain_total", "abstentions", registry=r)
-        self.rejected = Counter("scorer_rejected_total", "inputs refused", ["reason"], registry=r)
+        self.stale = Counter(
+            "stale_signals_total", "signals past max_signal_age_ms (not tradable)", registry=r
+        )
+        self.decision_age = Histogram(
+            "decision_age_ms",
+            "closing tick accepted -> decision",
+            buckets=LATENCY_BUCKETS_MS,
+            registry=r,
+        )
         self.kill_switch = Gauge("kill_switch_active", "global kill switch on", registry=r)
         self.control_stale = Gauge("control_plane_stale", "1 when failing closed", registry=r)
         self.model_active = Gauge("model_active_id", "active model", ["model_id"], registry=r)
         self.ann_recall = Gauge("ann_recall", "rolling recall@K", ["model_id"], registry=r)
         self.ef_search = Gauge("ef_search", "HNSW ef_search", ["model_id"], registry=r)
         self.k_cand = Gauge("k_cand", "candidates re-ranked", ["model_id"], registry=r)
-        self.param_bumps = Gauge(
+        self.param_bumps = Counter(
             "param_bumps_total", "recall tuner bumps", ["model_id"], registry=r
         )
 
@@ -81,21 +96,24 @@ class ScorerProcessor(StatelessProcessor):
         watcher: ControlWatcher,
         models: ModelCache,
         out_topic: str,
-        dlq_topic: str,
+        dead_letters: DeadLetterSink,
         metrics: ScorerMetrics,
+        max_signal_age_ms: float = 500.0,
         recall_sample_rate: float = 0.01,
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
         self.watcher = watcher
         self.models = models
         self.out_topic = out_topic
-        self.dlq_topic = dlq_topic
+        self.dead_letters = dead_letters
+        self.max_signal_age_ms = max_signal_age_ms
         self.metrics = metrics
         self.sample_rate = recall_sample_rate
         self.clock = clock
         self.tuners: dict[str, RecallTuner] = {}
-        self.counts: dict[str, int] = {"in": 0, "out": 0, "rejected": 0}
+        self.counts: dict[str, int] = {"in": 0, "out": 0, "rejected": 0, "stale": 0}
         self._rng = random.Random(0)
+        self._reported: dict[tuple[str, str], int] = {}  # (model, what) -> count exported
 
     async def process(self, tp: TopicPartition, records: Sequence[ConsumerRecord]) -> list[Output]:
         out: list[Output] = []
@@ -105,7 +123,7 @@ class ScorerProcessor(StatelessProcessor):
                 out.append(self.handle(tp, rec))
             except Exception as exc:  # one bad event must never stop the scorer
                 log.exception("scorer failed on %s@%s", tp, rec.offset)
-                out.append(self._reject("processing_error", repr(exc)[:200], tp, rec))
+                out.append(self._reject(RejectReason.PROCESSING_ERROR, repr(exc), tp, rec))
         return out
 
     def handle(self, tp: TopicPartition, rec: ConsumerRecord) -> Output:
@@ -115,28 +133,28 @@ class ScorerProcessor(StatelessProcessor):
         try:
             fv = FeatureVector.model_validate_json(raw)
         except ValidationError as exc:
-            return self._reject("invalid_feature_vector", str(exc)[:200], tp, rec)
+            return self._reject(RejectReason.INVALID_RECORD, str(exc), tp, rec)
         snap = self.watcher.current()
         fallback = self.watcher.last_snapshot
         view = snap or fallback
         if view is None:
-            return self._reject("no_control_plane", "control plane never read", tp, rec)
+            return self._reject(RejectReason.NO_CONTROL_PLANE, "control plane never read", tp, rec)
         model_id, route = view.route(fv.symbol, fv.bar_index)
         state = snap.trading_state(fv.symbol) if snap is not None else None
         scorer = self.models.get(model_id)
-        reasons: list[str] = []
+        reasons: list[SignalReason] = []
         prob, eff_k, abstain, level = 0.5, 0.0, True, 0
         latency: dict[str, float] = {}
         if scorer is None:
-            reasons.append("model_unavailable")
+            reasons.append(SignalReason.MODEL_UNAVAILABLE)
         elif scorer.spec.schema_hash != fv.schema_hash:
-            reasons.append("schema_mismatch")
+            reasons.append(SignalReason.SCHEMA_MISMATCH)
         else:
             try:
                 x = np.asarray(fv.values, dtype=np.float64)
                 result = scorer.score(x, fv.bar_index)
             except (NonFiniteInputError, ValueError) as exc:
-                return self._reject("unscorable_features", str(exc)[:200], tp, rec)
+                return self._reject(RejectReason.UNSCORABLE_FEATURES, str(exc), tp, rec)
             prob, eff_k, abstain, level = (
                 result.prob_up,
                 result.eff_k,
@@ -146,6 +164,9 @@ class ScorerProcessor(StatelessProcessor):
             latency = {k: v / 1e3 for k, v in result.timings_us.items()}
             self._observe_model(scorer, result, x)
         params = scorer.params if scorer is not None else None
+        hops = dict(fv.hops)
+        t_out = self.clock()
+        age_ms = decision_age_ms(hops, t_out)
         decision = decide(
             prob_up=prob,
             abstain=abstain,
@@ -153,9 +174,10 @@ class ScorerProcessor(StatelessProcessor):
             short_threshold=params.short_threshold if params else 0.0,
             state=state,
             extra_reasons=tuple(reasons),
+            age_ms=age_ms,
+            max_age_ms=self.max_signal_age_ms,
+            degrade_level=level,
         )
-        t_out = self.clock()
-        hops = dict(fv.hops)
         hops["scorer_in"] = t_in
         hops["scorer_out"] = t_out
         latency["score_total"] = (t_out - t_in) / 1e6
@@ -164,13 +186,18 @@ class ScorerProcessor(StatelessProcessor):
         if "collector" in hops:
             latency["e2e"] = (t_out - hops["collector"]) / 1e6
             self.metrics.e2e.observe(latency["e2e"])
+        if age_ms is not None:
+            self.metrics.decision_age.observe(age_ms)
+        if SignalReason.STALE_INPUT in decision.reasons:
+            self.counts["stale"] += 1
+            self.metrics.stale.inc()
         signal = ScoredSignal(
             signal_id=make_signal_id(fv.symbol, fv.bar_index, model_id or "none"),
             symbol=fv.symbol,
             bar_index=fv.bar_index,
             ts_ns=fv.ts_ns,
             prob_up=prob,
-            side=decision.side,  # type: ignore[arg-type]
+            side=decision.side,
             model_id=model_id or "none",
             route=route,
             eff_k=eff_k,
@@ -182,16 +209,21 @@ class ScorerProcessor(StatelessProcessor):
             hops=hops,
             emitted_ts_ns=t_out,
             control_version=view.version,
+            decision_age_ms=None if age_ms is None else max(0.0, age_ms),
         )
         self._count(signal, snap is None)
         return Output(self.out_topic, fv.symbol.encode(), signal.to_bytes())
 
-    def _observe_model(self, scorer, result, x: np.ndarray) -> None:  # noqa: ANN001
+    def _observe_model(self, scorer: Scorer, result: Score, x: np.ndarray) -> None:
         m = self.metrics
         for stage in STAGES:
             if stage in result.timings_us:
                 m.latency.labels(stage=stage).observe(result.timings_us[stage] / 1e3)
-            m.fallback.labels(stage=stage).set(scorer.fallback_count[stage])
+            self._export_total(
+                m.fallback.labels(stage=stage),
+                (scorer.model_id, f"fallback:{stage}"),
+                scorer.fallback_count[stage],
+            )
         m.degrade_level.set(result.degrade_level)
         m.eff_k.observe(result.eff_k)
         if len(result.distances):
@@ -202,7 +234,7 @@ class ScorerProcessor(StatelessProcessor):
             tuner = self.tuner_for(scorer)
             tuner.observe(scorer.whiten(x))
 
-    def tuner_for(self, scorer) -> RecallTuner:  # noqa: ANN001
+    def tuner_for(self, scorer: Scorer) -> RecallTuner:
         tuner = self.tuners.get(scorer.model_id)
         if tuner is None:
             tuner = RecallTuner(
@@ -220,7 +252,18 @@ class ScorerProcessor(StatelessProcessor):
                 self.metrics.ann_recall.labels(model_id=model_id).set(met["ann_recall"])
             self.metrics.ef_search.labels(model_id=model_id).set(met["ef_search"])
             self.metrics.k_cand.labels(model_id=model_id).set(met["k_cand"])
-            self.metrics.param_bumps.labels(model_id=model_id).set(met["param_bumps_total"])
+            self._export_total(
+                self.metrics.param_bumps.labels(model_id=model_id),
+                (model_id, "param_bumps"),
+                int(met["param_bumps_total"]),
+            )
+
+    def _export_total(self, counter: Counter, key: tuple[str, str], total: int) -> None:
+        """Advance a Prometheus counter to a running total kept by the core."""
+        seen = self._reported.get(key, 0)
+        if total > seen:
+            counter.inc(total - seen)
+        self._reported[key] = max(seen, total)
 
     def _count(self, signal: ScoredSignal, stale: bool) -> None:
         self.counts["out"] += 1
@@ -229,17 +272,17 @@ class ScorerProcessor(StatelessProcessor):
         ).inc()
         self.metrics.control_stale.set(1 if stale else 0)
 
-    def _reject(self, reason: str, detail: str, tp: TopicPartition, rec: ConsumerRecord) -> Output:
+    def _reject(
+        self, reason: RejectReason, detail: str, tp: TopicPartition, rec: ConsumerRecord
+    ) -> Output:
         self.counts["rejected"] += 1
-        self.metrics.rejected.labels(reason=reason).inc()
-        letter = DeadLetter(
-            reason=reason,
-            detail=detail,
-            source_topic=tp.topic,
-            partition=tp.partition,
-            offset=rec.offset,
-            key=None if rec.key is None else rec.key.decode("utf-8", "backslashreplace"),
-            raw_b64=base64.b64encode(rec.value or b"").decode("ascii"),
-            ts_ns=self.clock(),
-        )
-        return Output(self.dlq_topic, rec.key, letter.to_bytes())
+        return self.dead_letters.reject_record(reason, detail, tp, rec)
+
+
+def decision_age_ms(hops: dict[str, int], now_ns: int) -> float | None:
+    """Ms from the tick that closed the bar entering the pipeline (the collector's clock)
+    or, for a bar closed idle, from the feature service closing it; None if neither hop."""
+    start = hops.get("collector", hops.get("feature_in"))
+    if start is None:
+        return None
+    return (now_ns - start) / 1e6

@@ -2,84 +2,69 @@
 
 from __future__ import annotations
 
-import contextlib
+from typing import Any
 
-from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
 
-from geodesic.control import ControlSnapshot, ControlWatcher
+from geodesic.contracts.services import SHADOW
 from geodesic.control.keys import Keys
-from geodesic.runtime.service import ServiceRunner
-from geodesic.serving import ModelCache
-from geodesic.serving.models import model_loader
+from geodesic.runtime.service import LoopContext, Service
+from geodesic.serving.follower import ModelFollower
 from shadow.processor import ShadowMetrics, ShadowProcessor, stats_json
 from shadow.settings import ShadowSettings
 
-NAME = "shadow"
+STATS = "stats"
+assert STATS in SHADOW.state
 
 
-def build(settings: ShadowSettings | None = None) -> ServiceRunner:
-    s = settings or ShadowSettings()
-    registry = CollectorRegistry()
-    metrics = ShadowMetrics(registry)
-    models = ModelCache(s.registry_root, loader=model_loader(s.verify_models))
-    parts: dict = {}
-    stats_key = Keys(s.redis_prefix).service_state(NAME, "stats")
+class ShadowService(Service[ShadowSettings]):
+    spec = SHADOW
+    settings_class = ShadowSettings
 
-    def on_change(snap: ControlSnapshot) -> None:
-        models.prefetch(snap.shadow)
-
-    async def on_start(redis) -> None:  # noqa: ANN001
-        watcher = ControlWatcher(
-            redis,
-            s.redis_prefix,
-            poll_interval_s=s.control_poll_interval_s,
+    def __init__(self, settings: ShadowSettings | None = None) -> None:
+        super().__init__(settings)
+        s = self.settings
+        self.metrics = ShadowMetrics(self.registry)
+        self.follower = ModelFollower(
+            s,
             staleness_s=s.control_staleness_s,
+            warm=lambda snap: (snap.shadow,),
+            serve=lambda snap: (snap.shadow,),
         )
-        watcher.listeners.append(on_change)
-        await watcher.start()
-        parts["watcher"] = watcher
-        parts["redis"] = redis
-        snap = watcher.last_snapshot
-        if snap is not None and snap.shadow:
-            # a broken shadow model must not stop the service: it is reported and skipped
-            with contextlib.suppress(Exception):
-                await models.ensure(snap.shadow)
+        self._stats_key = Keys(s.redis_prefix).service_state(self.spec.name, STATS)
+        self._processor: ShadowProcessor | None = None
 
-    async def write_stats(stats: dict) -> None:
-        await parts["redis"].set(stats_key, stats_json(stats))
+    def topics(self) -> list[str]:
+        return [self.settings.features_topic, self.settings.live_topic]
 
-    def factory(_redis) -> ShadowProcessor:  # noqa: ANN001
-        proc = ShadowProcessor(
-            watcher=parts["watcher"],
-            models=models,
+    async def start(self, ctx: LoopContext) -> None:
+        await self.follower.start(ctx.redis)
+
+    def processor(self, ctx: LoopContext) -> ShadowProcessor:
+        s = self.settings
+        redis: Redis = ctx.redis
+
+        async def write_stats(stats: dict[str, Any]) -> None:
+            await redis.set(self._stats_key, stats_json(stats))
+
+        self._processor = ShadowProcessor(
+            watcher=self.follower.watcher,
+            models=self.follower.models,
             features_topic=s.features_topic,
             live_topic=s.live_topic,
             out_topic=s.out_topic,
-            metrics=metrics,
+            metrics=self.metrics,
+            dead_letters=self.dead_letters,
             match_window=s.match_window,
             join_capacity=s.join_capacity,
             parity_tolerance=s.parity_tolerance,
             stats_writer=write_stats,
         )
-        parts["proc"] = proc
-        return proc
+        return self._processor
 
-    async def on_stop() -> None:
-        watcher = parts.get("watcher")
-        if watcher is not None:
-            await watcher.stop()
+    async def stop(self) -> None:
+        await self.follower.stop()
 
-    def info() -> dict:
-        proc = parts.get("proc")
-        return {"models_loaded": models.loaded(), "stats": proc.stats() if proc else {}}
-
-    return ServiceRunner(
-        NAME,
-        s,
-        topics=[s.features_topic, s.live_topic],
-        processor_factory=factory,
-        registry=registry,
-        info=info,
-        on_start=on_start,
-        on_stop=on_stop,
-    )
+    def info(self) -> dict[str, Any]:
+        proc = self._processor
+        return {**self.follower.info(), "stats": proc.stats() if proc else {}}

@@ -14,15 +14,18 @@ import json
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import numpy as np
 from aiokafka import ConsumerRecord, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import ValidationError
 
-from geodesic.contracts import FeatureVector, ScoredSignal, ShadowScore, make_signal_id
+from geodesic.contracts import FeatureVector, ScoredSignal, ShadowScore, Side, make_signal_id
+from geodesic.contracts.reasons import RejectReason, SignalReason
 from geodesic.control import ControlWatcher
+from geodesic.runtime.deadletters import DeadLetterSink
 from geodesic.runtime.pipeline import Output, StatelessProcessor
 from geodesic.serving import ModelCache
 from geodesic.serving.decision import side_for
@@ -57,10 +60,11 @@ class ShadowProcessor(StatelessProcessor):
         live_topic: str,
         out_topic: str,
         metrics: ShadowMetrics,
+        dead_letters: DeadLetterSink,
         match_window: int = 500,
         join_capacity: int = 20_000,
         parity_tolerance: float = 1e-9,
-        stats_writer: Callable[[dict], object] | None = None,
+        stats_writer: Callable[[dict[str, Any]], Awaitable[object]] | None = None,
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
         self.watcher = watcher
@@ -69,6 +73,7 @@ class ShadowProcessor(StatelessProcessor):
         self.live_topic = live_topic
         self.out_topic = out_topic
         self.metrics = metrics
+        self.dead_letters = dead_letters
         self.parity_tolerance = parity_tolerance
         self.join_capacity = join_capacity
         self.clock = clock
@@ -89,11 +94,14 @@ class ShadowProcessor(StatelessProcessor):
                     self._on_live(ScoredSignal.model_validate_json(rec.value or b""))
             except Exception as exc:
                 # observe-only: a bad record (or one the model cannot score, e.g. a bar
-                # index beyond int64) is counted and skipped, never retried forever
+                # index beyond int64) is dead-lettered, never retried forever
                 self.counts["errors"] += 1
-                reason = "invalid_input" if isinstance(exc, ValidationError) else "scoring_error"
-                self.metrics.skipped.labels(reason=reason).inc()
-                log.warning("shadow skipped %s@%d: %s", tp, rec.offset, _first_line(exc))
+                if isinstance(exc, ValidationError):
+                    reason = RejectReason.INVALID_RECORD
+                else:
+                    reason = RejectReason.PROCESSING_ERROR
+                    log.exception("shadow failed on %s@%d", tp, rec.offset)
+                out.append(self.dead_letters.reject_record(reason, _first_line(exc), tp, rec))
         return out
 
     def _on_features(self, raw: bytes) -> list[Output]:
@@ -112,7 +120,7 @@ class ShadowProcessor(StatelessProcessor):
         result = scorer.score(np.asarray(fv.values, dtype=np.float64), fv.bar_index)
         live_model, _route = snap.route(fv.symbol, fv.bar_index)
         p = scorer.params
-        side = (
+        side: Side = (
             "flat"
             if result.abstain
             else side_for(result.prob_up, p.long_threshold, p.short_threshold)
@@ -124,7 +132,7 @@ class ShadowProcessor(StatelessProcessor):
             bar_index=fv.bar_index,
             ts_ns=fv.ts_ns,
             prob_up=result.prob_up,
-            side=side,  # type: ignore[arg-type]
+            side=side,
             model_id=scorer.model_id,
             eff_k=result.eff_k,
             emitted_ts_ns=self.clock(),
@@ -147,13 +155,13 @@ class ShadowProcessor(StatelessProcessor):
         else:
             self._remember(self._live, sig.signal_id, sig)
 
-    def _remember(self, buf: OrderedDict, key: str, value: object) -> None:
+    def _remember(self, buf: OrderedDict[str, Any], key: str, value: object) -> None:
         buf[key] = value
         while len(buf) > self.join_capacity:
             buf.popitem(last=False)
 
     def _compare(self, shadow: ShadowScore, live: ScoredSignal) -> None:
-        if "model_unavailable" in live.reasons or "schema_mismatch" in live.reasons:
+        if _NOT_SCORED.intersection(live.reasons):
             return  # the live side did not score: nothing to compare
         delta = abs(shadow.prob_up - live.prob_up)
         match = shadow.side == live.side
@@ -174,7 +182,7 @@ class ShadowProcessor(StatelessProcessor):
                 shadow.prob_up,
             )
 
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, Any]:
         n = len(self._matches)
         return {
             "match_rate": (sum(self._matches) / n) if n else None,
@@ -185,7 +193,11 @@ class ShadowProcessor(StatelessProcessor):
 
     async def checkpoint(self, positions: dict[TopicPartition, int]) -> None:
         if self.stats_writer is not None:
-            await self.stats_writer(self.stats())  # type: ignore[misc]
+            await self.stats_writer(self.stats())
+
+
+#: Live signals whose model did not score: nothing to compare a shadow score with.
+_NOT_SCORED = frozenset({SignalReason.MODEL_UNAVAILABLE, SignalReason.SCHEMA_MISMATCH})
 
 
 def _first_line(exc: Exception) -> str:
@@ -193,5 +205,5 @@ def _first_line(exc: Exception) -> str:
     return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
-def stats_json(stats: dict) -> str:
+def stats_json(stats: dict[str, Any]) -> str:
     return json.dumps(stats, sort_keys=True)

@@ -1,21 +1,21 @@
-"""Shadow configuration (env prefix GEODESIC_SHADOW_)."""
+"""Shadow configuration (env prefix from geodesic.contracts.services.SHADOW)."""
 
 from __future__ import annotations
 
 from pydantic import Field
-from pydantic_settings import SettingsConfigDict
 
+from geodesic.contracts.services import SHADOW
+from geodesic.runtime.service import settings_config
 from geodesic.serving.settings import ModelServingSettings
 
 
 class ShadowSettings(ModelServingSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="GEODESIC_SHADOW_", frozen=True, extra="ignore", env_nested_delimiter="__"
-    )
+    model_config = settings_config(SHADOW)
 
-    features_topic: str = "features.v1"
-    live_topic: str = "signals.scored"
-    out_topic: str = "signals.shadow"
+    features_topic: str = SHADOW.topic("in", "FeatureVector")
+    live_topic: str = SHADOW.topic("in", "ScoredSignal")
+    out_topic: str = SHADOW.topic("out", "ShadowScore")
+    dlq_topic: str = SHADOW.dlq_topic()
     control_staleness_s: float = Field(default=5.0, gt=0)
     match_window: int = Field(default=500, ge=10)
     join_capacity: int = Field(default=20_000, ge=100)

@@ -106,7 +106,10 @@ def bar_content(bar: Bar) -> tuple:
 
 
 def signal_content(raw: dict) -> tuple:
-    """What must be identical between two copies of one signal (timing fields excluded)."""
+    """What must be identical between two copies of one signal: the model's answer.
+
+    Timing fields are excluded, and so is tradability: it is decided at decision time
+    (a copy re-scored from a backlog after a restart is stale_input, not tradable)."""
     return tuple(
         raw[k]
         for k in (
@@ -118,8 +121,6 @@ def signal_content(raw: dict) -> tuple:
             "model_id",
             "route",
             "eff_k",
-            "tradable",
-            "halted",
         )
     )
 
@@ -245,8 +246,10 @@ def fleet_env_vars(registry: Path, **extra: str) -> dict[str, str]:
         "GEODESIC_MODEL_REGISTRY": str(registry),
         "GEODESIC_FEATURE_BAR_SECONDS": "1",
         "GEODESIC_FEATURE_IDLE_FLUSH_GRACE_S": "0.3",
-        "GEODESIC_RISK_CHECKPOINT_INTERVAL_S": "0",
+        "GEODESIC_RISK_SUPERVISOR_CHECKPOINT_INTERVAL_S": "0",
         "GEODESIC_SCORER_CONTROL_STALENESS_S": "1.0",
+        # behaviour under faults, not staleness (test_stale_signals.py has the default)
+        "GEODESIC_SCORER_MAX_SIGNAL_AGE_MS": "60000",
         "GEODESIC_SCORER_CONTROL_POLL_INTERVAL_S": "0.2",
         "GEODESIC_SHADOW_CONTROL_POLL_INTERVAL_S": "0.2",
         "GEODESIC_LOG_LEVEL": "INFO",

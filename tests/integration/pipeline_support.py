@@ -9,28 +9,31 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from aiokafka import AIOKafkaConsumer
 
-from collector.app import build as build_collector
+from collector.app import CollectorService
 from collector.settings import CollectorSettings
-from feature.app import build as build_feature
+from feature.app import FeatureService
 from feature.settings import FeatureSettings
 from geodesic.features import FEATURE_NAMES, SCHEMA_HASH
 from geodesic.lifecycle.registry import sign_model
 from geodesic.risk.guards import RolloutGuardConfig
 from geodesic.runtime.kafka import KafkaSettings, make_consumer
-from geodesic.runtime.service import ServiceRunner
+from geodesic.runtime.service import Service, ServiceRunner, ServiceSettings
 from geodesic.stack.topics import TopicShape, delete_topics, ensure_topics
 from lorentzcore.kernels import KernelConfig
 from lorentzcore.model import AnalogModel, ScorerParams
-from risk_supervisor.app import build as build_risk
+from risk_supervisor.app import RiskSupervisorService
 from risk_supervisor.settings import RiskSettings
-from scorer.app import build as build_scorer
+from scorer.app import ScorerService
 from scorer.settings import ScorerSettings
-from shadow.app import build as build_shadow
+from shadow.app import ShadowService
 from shadow.settings import ShadowSettings
+
+STALENESS_FOR_BEHAVIOUR_TESTS_MS = 30_000.0
 
 TOPIC_KEYS = (
     "raw",
@@ -60,10 +63,16 @@ class Topics:
     pdlq: str
 
     @classmethod
-    async def create(cls, kafka: KafkaSettings, partitions: int = 2) -> Topics:
+    async def create(
+        cls,
+        kafka: KafkaSettings,
+        partitions: int = 2,
+        configs: tuple[tuple[str, str], ...] = (),
+    ) -> Topics:
         tag = uuid.uuid4().hex[:8]
         names = {k: f"e2e.{tag}.{k}" for k in TOPIC_KEYS}
-        await ensure_topics(kafka, [TopicShape(n, partitions) for n in names.values()])
+        shapes = [TopicShape(n, partitions, configs=configs) for n in names.values()]
+        await ensure_topics(kafka, shapes)
         return cls(**names)
 
     async def delete(self, kafka: KafkaSettings) -> None:
@@ -103,6 +112,10 @@ class Pipeline:
         return [self.collector, self.feature, self.scorer, self.shadow, self.risk]
 
 
+def runner_of(service: type[Service[Any]], settings: ServiceSettings) -> ServiceRunner:
+    return ServiceRunner(service(settings))
+
+
 def build_pipeline(
     topics: Topics,
     kafka: KafkaSettings,
@@ -117,17 +130,21 @@ def build_pipeline(
     common = dict(kafka=kafka, redis_url=redis_url, redis_prefix=prefix, http_port=0)
     group = f"g-{uuid.uuid4().hex[:6]}"
     return Pipeline(
-        collector=build_collector(
+        collector=runner_of(
+            CollectorService,
             CollectorSettings(
                 **common,
                 group_id=f"{group}-collector",
                 in_topic=topics.raw,
                 out_topic=topics.ticks,
                 dlq_topic=topics.dlq,
-            )
+            ),
         ),
-        feature=build_feature(feature_settings(topics, common, group, bar_seconds, grace_s)),
-        scorer=build_scorer(
+        feature=runner_of(
+            FeatureService, feature_settings(topics, common, group, bar_seconds, grace_s)
+        ),
+        scorer=runner_of(
+            ScorerService,
             ScorerSettings(
                 **common,
                 group_id=f"{group}-scorer",
@@ -137,19 +154,25 @@ def build_pipeline(
                 registry_root=registry,
                 recall_eval_interval_s=0.5,
                 recall_sample_rate=0.2,
-            )
+                # these tests check other behaviour on a shared 2-core box: staleness has
+                # its own tests (test_stale_signals.py) with the default bound
+                max_signal_age_ms=STALENESS_FOR_BEHAVIOUR_TESTS_MS,
+            ),
         ),
-        shadow=build_shadow(
+        shadow=runner_of(
+            ShadowService,
             ShadowSettings(
                 **common,
                 group_id=f"{group}-shadow",
                 features_topic=topics.features,
                 live_topic=topics.signals,
                 out_topic=topics.shadow,
+                dlq_topic=topics.pdlq,
                 registry_root=registry,
-            )
+            ),
         ),
-        risk=build_risk(
+        risk=runner_of(
+            RiskSupervisorService,
             RiskSettings(
                 **common,
                 group_id=f"{group}-risk",
@@ -158,10 +181,11 @@ def build_pipeline(
                 features_topic=topics.features,
                 outcomes_topic=topics.outcomes,
                 control_topic=topics.control,
+                dlq_topic=topics.pdlq,
                 registry_root=registry,
                 checkpoint_interval_s=0.0,
                 rollout_guard=guard or RolloutGuardConfig(),
-            )
+            ),
         ),
     )
 
@@ -175,6 +199,7 @@ def feature_settings(
         in_topic=topics.ticks,
         bars_topic=topics.bars,
         features_topic=topics.features,
+        dlq_topic=topics.pdlq,
         bar_seconds=bar_seconds,
         idle_flush_grace_s=grace_s,
     )

@@ -15,10 +15,11 @@ from collections import Counter
 from collections.abc import AsyncIterator
 
 import pytest
-from pipeline_support import Pipeline, TopicReader, Topics, build_pipeline, fit_model
+from pipeline_support import Pipeline, TopicReader, Topics, build_pipeline, fit_model, runner_of
 
-from collector.app import build as build_collector
+from collector.app import CollectorService
 from collector.settings import CollectorSettings
+from collector.validation import expected_partition
 from geodesic.contracts import DeadLetter, FeatureVector, ScoredSignal, Tick
 from geodesic.control import ControlPlane
 from geodesic.features import FEATURE_NAMES, SCHEMA_HASH, WARMUP_BARS
@@ -113,7 +114,8 @@ def alive_and_ready(runner: ServiceRunner) -> bool:
 @pytest.fixture
 async def collector_only(kafka_settings, redis_url, redis_prefix, redis_client):
     topics = await Topics.create(kafka_settings)
-    collector = build_collector(
+    collector = runner_of(
+        CollectorService,
         CollectorSettings(
             kafka=kafka_settings,
             redis_url=redis_url,
@@ -123,7 +125,7 @@ async def collector_only(kafka_settings, redis_url, redis_prefix, redis_client):
             out_topic=topics.ticks,
             dlq_topic=topics.dlq,
             allowed_symbols=ALLOWED,
-        )
+        ),
     )
     await collector.start()
     await collector.wait_ready(30)
@@ -250,11 +252,11 @@ GARBAGE: list[bytes | None] = [None, b"", b"\xff\xfe\x00", b"null", b"[]", b"{}"
 
 #: features.v1 records and what the scorer must do with each (a signal or a dead letter)
 HOSTILE_FEATURES: list[tuple[bytes | None, str]] = [
-    *[(g, "invalid_feature_vector") for g in GARBAGE],
-    (raw(feature_doc(values=[float("nan")] * N_FEATURES)), "invalid_feature_vector"),
-    (raw(feature_doc(close=-1.0)), "invalid_feature_vector"),
-    (raw(feature_doc(symbol="P X")), "invalid_feature_vector"),
-    (raw(feature_doc(extra=1)), "invalid_feature_vector"),
+    *[(g, "invalid_record") for g in GARBAGE],
+    (raw(feature_doc(values=[float("nan")] * N_FEATURES)), "invalid_record"),
+    (raw(feature_doc(close=-1.0)), "invalid_record"),
+    (raw(feature_doc(symbol="P X")), "invalid_record"),
+    (raw(feature_doc(extra=1)), "invalid_record"),
     (raw(feature_doc(values=[0.1] * 3)), "unscorable_features"),
     (raw(feature_doc(values=[])), "unscorable_features"),
     (raw(feature_doc(bar_index=10**30)), "processing_error"),
@@ -341,7 +343,7 @@ async def test_hostile_records_on_internal_topics_stop_no_service_and_the_scorer
     letters = {
         d.offset: d
         for d in (DeadLetter.model_validate_json(r.value) for r in reader.records[topics.pdlq])
-        if d.source_topic == topics.features
+        if d.source_topic == topics.features and d.detail.startswith("[scorer]")
     }
     injected = len(HOSTILE_SIGNALS)  # written straight into signals.scored, before the scorer's
     px_records = [r for r in reader.records[topics.signals] if r.key == b"PX"]
@@ -355,10 +357,10 @@ async def test_hostile_records_on_internal_topics_stop_no_service_and_the_scorer
     assert len(px_signals) == sum(1 for _, want in HOSTILE_FEATURES if want == "signal")
     assert all(not s.tradable for s in px_signals if "schema_mismatch" in s.reasons)
 
-    # feature, shadow and risk count what they skipped (and none of it stopped them)
-    feature = pipe.feature.processor
-    assert feature.invalid == len(HOSTILE_TICKS)  # type: ignore[union-attr]
-    invalid_features = sum(1 for _, want in HOSTILE_FEATURES if want == "invalid_feature_vector")
+    # feature, shadow and risk dead-letter what they could not use (none of it stopped them)
+    feature_letters = pipe.feature.service.dead_letters.by_reason
+    assert feature_letters.get("invalid_record") == len(HOSTILE_TICKS)
+    invalid_features = sum(1 for _, want in HOSTILE_FEATURES if want == "invalid_record")
     shadow_errors = pipe.shadow.processor.counts["errors"]  # type: ignore[union-attr]
     assert shadow_errors >= invalid_features + len(GARBAGE) + 2
     risk_invalid = pipe.risk.processor.counts["invalid"]  # type: ignore[union-attr]
@@ -368,8 +370,58 @@ async def test_hostile_records_on_internal_topics_stop_no_service_and_the_scorer
     # saw before it (topics interleave nondeterministically); the point is that it counts
     # every bad record and keeps running
     assert risk_invalid >= invalid_features + (len(GARBAGE) + 2) + (len(GARBAGE) + 1)
+    assert risk_invalid == pipe.risk.service.dead_letters.count
+    assert shadow_errors == pipe.shadow.service.dead_letters.count
+    by_service = Counter(
+        DeadLetter.model_validate_json(r.value).detail.split("]")[0].lstrip("[")
+        for r in reader.records[topics.pdlq]
+    )
+    for runner in pipe.all():
+        assert by_service[runner.name] <= runner.service.dead_letters.count
     real = real_signals()
     real_vectors = [r.value for r in reader.records[topics.features] if r.key != b"PX"]
     keys = {(v.symbol, v.bar_index) for v in map(FeatureVector.model_validate_json, real_vectors)}
     assert {(s.symbol, s.bar_index) for s in real} == {k for k in keys if k[0] != "PY"}
     assert all(s.tradable for s in real)
+
+
+async def test_a_tick_forced_onto_another_partition_is_dead_lettered_not_accepted_twice(
+    collector_only, kafka_settings
+):
+    """A producer with its own partitioner must not split a symbol's sequence: the same
+    tick on two partitions would pass both partitions' de-duplication and reorder md.ticks."""
+    collector, topics, reader = collector_only
+    n = len(await _partitions(kafka_settings, topics.raw))
+    home = expected_partition(b"ES", n)
+    other = (home + 1) % n
+    now = time.time_ns()
+    ticks = [Tick.model_validate(tick_doc(seq, now + seq)) for seq in (1, 2, 3)]
+    producer = make_producer(kafka_settings)
+    await producer.start()
+    try:
+        for t in ticks:  # each tick sent twice: to its key's partition, and forced elsewhere
+            await producer.send_and_wait(topics.raw, t.to_bytes(), key=b"ES", partition=home)
+            await producer.send_and_wait(topics.raw, t.to_bytes(), key=b"ES", partition=other)
+    finally:
+        await producer.stop()
+    await reader.wait_for(
+        lambda: len(reader.records[topics.dlq]) >= 3 and len(reader.records[topics.ticks]) >= 3,
+        30,
+        "dead letters and ticks",
+    )
+    await asyncio.sleep(0.3)
+    published = [Tick.model_validate_json(r.value) for r in reader.records[topics.ticks]]
+    assert [t.seq for t in published] == [1, 2, 3]  # once each, in order
+    letters = [DeadLetter.model_validate_json(r.value) for r in reader.records[topics.dlq]]
+    assert [(d.reason, d.partition) for d in letters] == [("wrong_partition", other)] * 3
+    assert f"partition {home}" in letters[0].detail
+    assert alive_and_ready(collector)
+
+
+async def _partitions(kafka: KafkaSettings, topic: str) -> set[int]:
+    producer = make_producer(kafka)
+    await producer.start()
+    try:
+        return await producer.partitions_for(topic)
+    finally:
+        await producer.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -65,3 +66,93 @@ def test_up_prints_addresses_as_last_json_line_and_down_leaves_no_process(tmp_pa
     while any(is_alive(pid) for pid in summary["pids"].values()):
         assert time.monotonic() < deadline, "processes survived geodesic down"
         time.sleep(0.1)
+
+
+def _health(port: int) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+        return json.loads(r.read())
+
+
+def _wait_dead(pid: int) -> None:
+    deadline = time.monotonic() + 10
+    while is_alive(pid):
+        assert time.monotonic() < deadline, f"pid {pid} survived SIGKILL"
+        time.sleep(0.05)
+
+
+def test_one_stack_per_state_dir_found_from_any_directory_and_services_restart(tmp_path):
+    """The documented default state dir ($XDG_STATE_HOME/geodesic), not the cwd, holds the
+    stack: a second `up` from elsewhere reuses it, `restart` and `up` bring back services
+    that died, and `down` from a third directory stops it all."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("GEODESIC_KAFKA_BOOTSTRAP", "GEODESIC_REDIS_URL", "GEODESIC_RUN_DIR")
+    }
+    env["XDG_STATE_HOME"] = str(tmp_path / "xdg")
+    here, there, elsewhere = (tmp_path / d for d in ("a", "b", "c"))
+    for d in (here, there, elsewhere):
+        d.mkdir()
+
+    def geodesic(*args: str, cwd, timeout: float = 180) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "geodesic.cli.main", *args],
+            env=env,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    up = geodesic("up", "--registry", str(tmp_path / "registry"), cwd=here)
+    assert up.returncode == 0, up.stderr
+    first = json.loads(up.stdout.strip().splitlines()[-1])
+    try:
+        assert first["run_dir"].startswith(str(tmp_path / "xdg" / "geodesic"))
+        again = geodesic("up", cwd=there)
+        assert again.returncode == 0, again.stderr
+        assert "reusing the running stack" in again.stderr
+        second = json.loads(again.stdout.strip().splitlines()[-1])
+        assert second == first  # same broker, Redis and services: nothing new started
+
+        changed = geodesic("up", "--bar-seconds", "5", cwd=there)
+        assert changed.returncode == 1 and "GEODESIC_FEATURE_BAR_SECONDS=1" in changed.stderr
+
+        os.kill(first["pids"]["scorer"], signal.SIGKILL)
+        _wait_dead(first["pids"]["scorer"])
+        restart = geodesic("restart", "scorer", cwd=elsewhere)
+        assert restart.returncode == 0, restart.stderr
+        port = first["services"]["scorer"]
+        assert _health(port)["ready"]  # same port: scrape configs stay valid
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/info", timeout=2) as r:
+            assert json.loads(r.read())["models_loaded"] == [first["active_model"]]
+
+        os.kill(first["pids"]["collector"], signal.SIGKILL)
+        _wait_dead(first["pids"]["collector"])
+        status = geodesic("status", "--json", cwd=elsewhere, timeout=60)
+        assert status.returncode == 1, status.stderr  # documented: a service is down
+        rows = {r["service"]: r for r in json.loads(status.stdout)["services"]}
+        assert rows["collector"]["state"] == "down" and rows["collector"]["last_seen"]
+        assert rows["scorer"]["state"] == "ready" and rows["scorer"]["last_seen_age_s"] < 5
+        lags = {n: (rows[n]["lag"], rows[n]["lag_error"]) for n in rows}
+        assert all(isinstance(rows[n]["lag"], int) for n in ("feature", "scorer")), lags
+        table = geodesic("status", cwd=elsewhere, timeout=60)
+        assert table.returncode == 1 and "down" in table.stdout and "Services" in table.stdout
+
+        heal = geodesic("up", cwd=elsewhere)
+        assert heal.returncode == 0 and "collector is down: restarting it" in heal.stderr
+        healed = json.loads(heal.stdout.strip().splitlines()[-1])
+        assert healed["pids"]["collector"] != first["pids"]["collector"]
+        assert healed["pids"]["broker"] == first["pids"]["broker"]
+        assert _health(healed["services"]["collector"])["ready"]
+        assert geodesic("restart", "nope", cwd=elsewhere).returncode == 2
+        assert geodesic("status", cwd=elsewhere, timeout=60).returncode == 0
+    finally:
+        down = geodesic("down", cwd=elsewhere, timeout=60)
+    assert down.returncode == 0, down.stderr
+    pids = {*first["pids"].values(), *healed["pids"].values()}
+    deadline = time.monotonic() + 10
+    while any(is_alive(pid) for pid in pids):
+        assert time.monotonic() < deadline, "processes survived geodesic down"
+        time.sleep(0.1)
+    assert geodesic("restart", "scorer", cwd=here).returncode == 1

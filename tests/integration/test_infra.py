@@ -318,7 +318,7 @@ def test_dashboard_covers_the_required_metrics() -> None:
         "signals_total", "collector_received_total", "dlq_total", "stage_latency_ms",
         "e2e_latency_ms", "winrate_baseline_active", "winrate_canary", "sample_canary",
         "psi", "ks", "ann_recall", "ef_search", "k_cand", "param_bumps_total",
-        "fallback_count", "eff_k", "ece", "model_active_id", "model_shadow_id",
+        "fallback_total", "eff_k", "ece", "model_active_id", "model_shadow_id",
         "shadow_match_rate", "kill_switch_active", "rollback_total", "mode_switch_total",
     }  # fmt: skip
     assert required - used == set()
@@ -442,8 +442,8 @@ CREATE_TOPICS = REPO / "infra" / "kafka" / "create_topics.py"
 def test_create_topics_dry_run_plans_every_topic_of_topics_yaml() -> None:
     result = _run([sys.executable, str(CREATE_TOPICS), "--dry-run"], cwd=REPO)
     assert result.returncode == 0, result.stderr
-    declared = [t["name"] for t in yaml.safe_load(
-        (REPO / "infra" / "kafka" / "topics.yaml").read_text())["topics"]]  # fmt: skip
+    topics_yaml = REPO / "libs" / "geodesic" / "contracts" / "topics.yaml"
+    declared = [t["name"] for t in yaml.safe_load(topics_yaml.read_text())["topics"]]
     planned = re.findall(r"topic (\S+): partitions=", result.stderr)
     assert planned == declared
 

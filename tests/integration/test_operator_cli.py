@@ -8,16 +8,25 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+import uuid
 from pathlib import Path
 
 import pytest
 
+from collector.app import CollectorService
+from collector.settings import CollectorSettings
 from geodesic.cli.main import main
+from geodesic.contracts import Tick
+from geodesic.contracts.services import RISK_SUPERVISOR, SHADOW
 from geodesic.control import ControlPlane, TradingState, route_for
 from geodesic.control.keys import Keys
 from geodesic.features import FEATURE_NAMES, SCHEMA_HASH
 from geodesic.lifecycle.registry import sign_model_dir
 from geodesic.lifecycle.signing import resolve_signing_key
+from geodesic.runtime.kafka import make_producer
+from geodesic.runtime.service import ServiceRunner
+from geodesic.stack.topics import TopicShape, delete_topics, ensure_topics
 
 pytestmark = pytest.mark.integration
 KEY = "o" * 40
@@ -63,6 +72,17 @@ def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         }
         sign_model_dir(d, fields, key)
     (root / "tampered" / "labels.npy").write_bytes(b"\x93NUMPY edited after signing")
+    other = root / "other-schema"  # signed and passing, but built for another feature set
+    other.mkdir()
+    (other / "labels.npy").write_bytes(b"\x93NUMPY labels")
+    fields = {
+        "model_id": "other-schema",
+        "schema_hash": "0" * 16,
+        "feature_names": ["something_else"],
+        "gates": [_gate("auc_above_chance", 0.56, 0.5, ">", True)],
+        "gates_passed": True,
+    }
+    sign_model_dir(other, fields, key)
     return root
 
 
@@ -128,7 +148,7 @@ async def test_promote_refuses_tampered_and_failing_models_and_cooldown_unless_f
     assert (await plane.snapshot()).active == "m1"
 
     assert (await cli("promote", "m2", "--reason", "better", *reg))[0] == 0
-    rc, out, _ = await cli("rollback", "--reason", "m2 misbehaves")
+    rc, out, _ = await cli("rollback", "--reason", "m2 misbehaves", *reg)
     assert rc == 0 and "cooldown until" in out
     snap = await plane.snapshot()
     assert snap.active == "m1" and snap.cooldown_until_ns > 0
@@ -145,6 +165,42 @@ async def test_promote_refuses_tampered_and_failing_models_and_cooldown_unless_f
     rc, _, err = await cli("promote", "weak", "--reason", "accept ece", "--force", *reg)
     assert rc == 0 and (await plane.snapshot()).active == "weak"
     assert "FORCED past: ece" in (await plane.audit_log(1))[0]["reason"]
+
+
+async def test_force_overrides_gates_but_never_existence_signature_or_schema(cli, plane, registry):
+    reg = ["--registry", str(registry)]
+    assert (await cli("promote", "m1", "--reason", "base", *reg))[0] == 0
+    for model, says in (
+        ("no-such-model", "not found"),
+        ("tampered", "sha256"),
+        ("other-schema", "schema"),
+    ):
+        rc, _, err = await cli("promote", model, "--reason", "urgent", "--force", *reg)
+        assert rc == 1 and says in err and "--force cannot override" in err, (model, err)
+        rc, _, err = await cli(
+            "rollout", "canary", "--candidate", model, "--fraction", "0.1", "--reason", "x",
+            "--force", *reg,
+        )  # fmt: skip
+        assert rc == 1 and says in err, (model, err)
+        rc, _, err = await cli("shadow", model, "--reason", "x", "--force", *reg)
+        assert rc == 1 and says in err, (model, err)
+    snap = await plane.snapshot()
+    assert (snap.active, snap.previous, snap.shadow) == ("m1", None, None)
+    assert snap.rollout.mode == "disabled"
+    assert [e["kind"] for e in await plane.audit_log(10)] == ["PROMOTE"]
+
+
+async def test_rollback_refuses_to_revert_to_a_previous_model_that_cannot_serve(
+    cli, plane, registry
+):
+    reg = ["--registry", str(registry)]
+    assert (await cli("promote", "m1", "--reason", "base", *reg))[0] == 0
+    assert (await cli("promote", "m2", "--reason", "next", *reg))[0] == 0
+    (registry / "m1" / "labels.npy").write_bytes(b"\x93NUMPY corrupted on disk")
+    rc, _, err = await cli("rollback", "--reason", "m2 misbehaves", "--force", *reg)
+    assert rc == 1 and "previous model m1 cannot serve" in err and "geodesic promote" in err
+    snap = await plane.snapshot()
+    assert (snap.active, snap.previous, snap.cooldown_until_ns) == ("m2", "m1", 0)
 
 
 async def test_canary_rollout_then_promote_closes_the_rollout(cli, plane, registry):
@@ -229,9 +285,9 @@ async def test_status_json_shows_what_was_set(cli, plane, redis_client, redis_pr
         "actions": [],
     }
     # the supervisor writes json.dumps(default=str): NaN/Infinity literals included
-    await redis_client.set(keys.service_state("risk", "status"), json.dumps(risk))
+    await redis_client.set(keys.service_state(RISK_SUPERVISOR.name, "status"), json.dumps(risk))
     await redis_client.set(
-        keys.service_state("shadow", "stats"),
+        keys.service_state(SHADOW.name, "stats"),
         json.dumps({"match_rate": 0.92, "window": 50, "parity_fail": 0, "mean_abs_delta": 0.01}),
     )
     rc, out, _ = await cli("status", "--json")
@@ -355,7 +411,8 @@ async def test_gates_exit_codes_for_scripts(cli, plane, redis_client, redis_pref
         "drift": drift,
         "guards": {"parity": {"guard": "parity", "verdict": "ok", "value": 0.0}},
     }
-    await redis_client.set(Keys(redis_prefix).service_state("risk", "status"), json.dumps(risk))
+    status_key = Keys(redis_prefix).service_state(RISK_SUPERVISOR.name, "status")
+    await redis_client.set(status_key, json.dumps(risk))
     rc, out, _ = await cli("gates", "m2", *reg)
     assert rc == 0 and "all gates pass" in out
 
@@ -390,3 +447,62 @@ async def test_audit_range_pages_through_the_stream_and_filters_on_event_time(pl
     window = await plane.audit_range(ts[2], ts[4], batch=2)
     assert [e["reason"] for e in window] == ["flip 2", "flip 3", "flip 4"]
     assert await plane.audit_range(ts[-1] + 1) == []
+
+
+async def test_kill_switch_symbol_must_fit_the_contract_and_unseen_symbols_are_flagged(
+    cli, plane, kafka_settings, redis_url, redis_prefix
+):
+    """The collector records every symbol it accepts; the CLI checks --symbol against it."""
+
+    rc, _, err = await cli("kill-switch", "on", "--symbol", "BAD SYM", "--reason", "x")
+    assert rc == 2 and "invalid symbol 'BAD SYM'" in err and "A-Z a-z 0-9" in err
+    assert (await cli("halt", "--symbol", "X" * 33, "--reason", "x"))[0] == 2
+
+    tag = uuid.uuid4().hex[:8]
+    raw, ticks, dlq = (f"sym.{tag}.{k}" for k in ("raw", "ticks", "dlq"))
+    await ensure_topics(kafka_settings, [TopicShape(t, 1) for t in (raw, ticks, dlq)])
+    collector = ServiceRunner(
+        CollectorService(
+            CollectorSettings(
+                kafka=kafka_settings,
+                redis_url=redis_url,
+                redis_prefix=redis_prefix,
+                http_port=0,
+                group_id=f"g-{tag}",
+                in_topic=raw,
+                out_topic=ticks,
+                dlq_topic=dlq,
+            )
+        )
+    )
+    await collector.start()
+    try:
+        await collector.wait_ready(30)
+        producer = make_producer(kafka_settings)
+        await producer.start()
+        try:
+            tick = Tick(
+                venue="X", symbol="AAPL", seq=1, ts_ns=time.time_ns(),
+                bid=99.0, ask=101.0, last=100.0, size=1.0,
+            )  # fmt: skip
+            await producer.send_and_wait(raw, tick.to_bytes(), key=b"AAPL")
+        finally:
+            await producer.stop()
+        deadline = asyncio.get_running_loop().time() + 20
+        while "AAPL" not in await plane.seen_symbols():
+            assert asyncio.get_running_loop().time() < deadline, "collector never recorded AAPL"
+            await asyncio.sleep(0.1)
+    finally:
+        await collector.stop()
+        await delete_topics(kafka_settings, [raw, ticks, dlq])
+
+    rc, _, err = await cli("kill-switch", "on", "--symbol", "aapl", "--reason", "x")
+    assert rc == 1 and "case-sensitive" in err and "--symbol AAPL" in err
+    assert (await plane.snapshot()).kill_symbols == frozenset()
+    rc, _, err = await cli("kill-switch", "on", "--symbol", "AAPL", "--reason", "bad prints")
+    assert rc == 0 and "never been seen" not in err
+    rc, _, err = await cli("kill-switch", "on", "--symbol", "MSFT", "--reason", "pre-emptive")
+    assert rc == 0 and "'MSFT' has never been seen" in err and "1 symbols seen" in err
+    rc, _, _ = await cli("halt", "--symbol", "aapl", "--allow-unseen", "--reason", "crypto-ish")
+    snap = await plane.snapshot()
+    assert rc == 0 and snap.kill_symbols == {"AAPL", "MSFT"} and "aapl" in snap.symbol_states

@@ -128,7 +128,9 @@ async def test_ticks_flow_to_scored_signals_with_dlq_reconciled_and_kill_switch_
     assert len(vectors) == vectors_expected
     assert {(s.symbol, s.bar_index) for s in signals} == {(v.symbol, v.bar_index) for v in vectors}
     assert all(s.model_id == "m-active" and s.route == "active" for s in signals)
-    assert all(s.tradable and not s.halted for s in signals)
+    assert all(s.tradable and not s.halted for s in signals), Counter(
+        r for s in signals for r in s.reasons
+    )
     # every bar closed by a later tick is traced end to end; idle-flushed last bars have no tick
     traced = [s for s in signals if "e2e" in s.latency_ms]
     assert len(traced) >= len(signals) - len(SYMBOLS)

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from geodesic.contracts import Bar, FeatureVector
-from geodesic.marketdata.recorder import load_bars_npz, read_recording, record
+from geodesic.marketdata.recorder import record
+from geodesic.marketdata.recording import load_bars_npz, read_recording
 from geodesic.runtime.kafka import KafkaSettings, make_consumer, make_producer
 
 pytestmark = pytest.mark.integration

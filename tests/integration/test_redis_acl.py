@@ -38,6 +38,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
 from redis.retry import Retry
 
+from geodesic.contracts.services import RISK_SUPERVISOR
 from geodesic.control import ControlPlane, Rollout, TradingState
 from geodesic.control.keys import Keys
 from geodesic.runtime.checkpoint import CheckpointStore
@@ -396,7 +397,8 @@ async def test_risk_supervisor_rolls_back_and_halts_but_cannot_flip_a_kill_switc
         await plane.set_trading_state(
             TradingState.HALTED, actor="risk-supervisor", reason="volatility", symbol="SPY"
         )
-        await risk.hset(KEYS.service_state("risk", "winrate"), mapping={"active": "0.5"})
+        own = KEYS.service_state(RISK_SUPERVISOR.name, "winrate")
+        await risk.hset(own, mapping={"active": "0.5"})
         await risk.get(KEYS.service_state("shadow", "stats"))  # the parity guard's input
         with pytest.raises(NoPermissionError):
             await risk.set(KEYS.service_state("shadow", "stats"), "{}")

@@ -7,7 +7,14 @@ import shutil
 import time
 
 import pytest
-from pipeline_support import TopicReader, Topics, build_pipeline, feature_settings, fit_model
+from pipeline_support import (
+    TopicReader,
+    Topics,
+    build_pipeline,
+    feature_settings,
+    fit_model,
+    runner_of,
+)
 
 from geodesic.contracts import Bar, FeatureVector, ScoredSignal
 from geodesic.control import ControlPlane, Rollout, route_for
@@ -138,11 +145,11 @@ async def test_feature_service_restarted_mid_stream_loses_no_bar(
     await publish(kafka_settings, topics.raw, stream[:half])
     await reader.wait_for(lambda: len(reader.records[topics.bars]) >= 20, 30, "first bars")
     await pipe.feature.stop()  # mid-stream: open bars and feature history live in Redis
-    from feature.app import build as build_feature
+    from feature.app import FeatureService
 
     common = dict(kafka=kafka_settings, redis_url=redis_url, redis_prefix=redis_prefix, http_port=0)
     group = pipe.feature.settings.group_id.removesuffix("-feature")
-    replacement = build_feature(feature_settings(topics, common, group, 1, 0.3))
+    replacement = runner_of(FeatureService, feature_settings(topics, common, group, 1, 0.3))
     await replacement.start()
     try:
         await replacement.wait_ready(30)

@@ -37,6 +37,7 @@ from redis.exceptions import RedisError
 from rich.console import Console
 from rich.table import Table
 
+from geodesic.contracts.services import RISK_SUPERVISOR, SHADOW
 from geodesic.control import ControlPlane, ControlSnapshot, Rollout, TradingState
 from geodesic.control.plane import CooldownActiveError
 from geodesic.operations.common import format_ns, mask_url, parse_time, scrub
@@ -46,8 +47,8 @@ from geodesic.operations.gates import (
     failures,
     gate_table,
     live_rows,
-    offline_rows,
-    verification_row,
+    model_checks,
+    overridable,
 )
 from geodesic.operations.history import (
     AuditEvent,
@@ -78,6 +79,18 @@ class UsageError(Exception):
 def _model_id(text: str) -> str:
     if not _MODEL_ID.fullmatch(text) or text in (".", ".."):
         raise argparse.ArgumentTypeError(f"invalid model id {text!r}")
+    return text
+
+
+def _symbol(text: str) -> str:
+    """A symbol as the Tick contract defines it, taken as typed: symbols are case-sensitive
+    (lower-case ones exist), so upper-casing `aapl` could halt the wrong instrument."""
+    from geodesic.contracts.models import SYMBOL_MAX_LENGTH, SYMBOL_PATTERN, SYMBOL_RULE
+
+    if len(text) > SYMBOL_MAX_LENGTH or not re.fullmatch(SYMBOL_PATTERN, text):
+        raise argparse.ArgumentTypeError(
+            f"invalid symbol {text!r}: a symbol is {SYMBOL_RULE}, e.g. AAPL or BTC-USD"
+        )
     return text
 
 
@@ -149,6 +162,20 @@ def _registry_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _symbol_args(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument(
+        "--symbol",
+        type=_symbol,
+        help=f"one symbol, exactly as in the ticks (case-sensitive; default: {default})",
+    )
+    p.add_argument(
+        "--allow-unseen",
+        action="store_true",
+        help="set it even when the symbol was never seen but differs only in case from one "
+        "that was (otherwise refused as a likely typo)",
+    )
+
+
 def _guard_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--guard-config",
@@ -161,31 +188,53 @@ def _guard_arg(p: argparse.ArgumentParser) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     conn, change = _parents()
 
-    p = sub.add_parser("status", parents=[conn], help="control plane, win rates, drift, shadow")
+    p = sub.add_parser(
+        "status",
+        parents=[conn],
+        help="services (health, lag, last seen), control plane, win rates, drift, shadow; "
+        "exit 1 when a service is down or not ready",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--audit", type=int, default=10, metavar="N", help="last N audit events")
+    p.add_argument(
+        "--service-url",
+        action="append",
+        default=[],
+        metavar="NAME=URL",
+        help="a service's HTTP base URL to probe (repeatable; default: the services of the "
+        "running `geodesic up` stack)",
+    )
     _guard_arg(p)
     p.set_defaults(func=_runner(_status))
 
     p = sub.add_parser("kill-switch", parents=[conn, change], help="flip a kill switch")
-    p.add_argument("state", choices=("on", "off"))
-    p.add_argument("--symbol", help="one symbol (default: the global switch)")
+    p.add_argument("state", choices=("on", "off"), help="on halts everything it covers")
+    _symbol_args(p, "the global switch")
     p.set_defaults(func=_runner(_kill_switch))
 
     p = sub.add_parser("halt", parents=[conn, change], help="set REDUCING or HALTED")
-    p.add_argument("--symbol", help="one symbol (default: global)")
-    p.add_argument("--state", choices=("REDUCING", "HALTED"), default="HALTED")
+    _symbol_args(p, "global")
+    p.add_argument(
+        "--state",
+        choices=("REDUCING", "HALTED"),
+        default="HALTED",
+        help="REDUCING: only exits are tradable; HALTED (default): nothing is",
+    )
     p.set_defaults(func=_runner(_halt))
 
     p = sub.add_parser("resume", parents=[conn, change], help="set the trading state ACTIVE")
-    p.add_argument("--symbol", help="one symbol (default: global)")
+    _symbol_args(p, "global")
     p.set_defaults(func=_runner(_resume))
 
     p = sub.add_parser(
         "promote", parents=[conn, change], help="make a verified model active (active -> previous)"
     )
     p.add_argument("model_id", type=_model_id)
-    p.add_argument("--force", action="store_true", help="override failed checks / cooldown")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="override failed gates / cooldown (never a missing, unverified or wrong-schema model)",
+    )
     _registry_arg(p)
     p.set_defaults(func=_runner(_promote))
 
@@ -212,13 +261,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--cooldown-s", type=float, default=900.0, help="promotion cooldown")
     p.add_argument("--force", action="store_true", help="even with nothing to roll back")
+    _registry_arg(p)
     p.set_defaults(func=_runner(_rollback))
 
     p = sub.add_parser("shadow", parents=[conn, change], help="set or clear the shadow model")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("model_id", nargs="?", type=_model_id)
     g.add_argument("--clear", action="store_true")
-    p.add_argument("--force", action="store_true", help="set even if it does not verify")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="accepted for symmetry; a shadow must still exist and verify",
+    )
     _registry_arg(p)
     p.set_defaults(func=_runner(_shadow))
 
@@ -327,6 +381,7 @@ class Ctx:
         self.client = client
         self.plane = ControlPlane(client, prefix)
         self.prefix = prefix
+        self.url = url
         self.masked_url = mask_url(url)
 
     async def read_json(self, service: str, name: str) -> dict[str, Any] | None:
@@ -395,23 +450,6 @@ def _tag(reason: str, overridden: list[str]) -> str:
     return f"{reason} [FORCED past: {', '.join(overridden)}]" if overridden else reason
 
 
-# ---- model checks ----------------------------------------------------------------------
-def model_checks(registry: Path, model_id: str, *, gates: bool = True) -> list[GateRow]:
-    """Registry verification (signature, sha256, live schema hash), then the offline gates
-    recorded in the verified manifest (an unverified manifest is not believed)."""
-    from geodesic.features.compute import SCHEMA_HASH
-    from geodesic.lifecycle.registry import ModelVerificationError, verify_model_dir
-
-    if not (registry / model_id).is_dir():
-        return [verification_row(f"model {model_id!r} not found in registry {registry}")]
-    try:
-        manifest = verify_model_dir(registry / model_id, SCHEMA_HASH)
-    except (ModelVerificationError, OSError) as exc:
-        return [verification_row(str(exc))]
-    rows = [verification_row(None, manifest.get("schema_hash"))]
-    return rows + offline_rows(manifest) if gates else rows
-
-
 def _cooldown_reason(snap: ControlSnapshot) -> str | None:
     if snap.cooldown_until_ns > time.time_ns():
         return (
@@ -424,7 +462,17 @@ def _cooldown_reason(snap: ControlSnapshot) -> str | None:
 def _check_or_refuse(
     args: argparse.Namespace, rows: list[GateRow], cooldown: str | None
 ) -> list[str]:
-    """Refuse on failed checks unless --force; returns the names of what was overridden."""
+    """Refuse on failed checks unless --force; returns the names of what was overridden.
+
+    --force overrides gates and the cooldown only: a model that does not exist, fails its
+    signature / checksums or was built for another feature schema is refused regardless.
+    """
+    hard = failures([r for r in rows if not overridable(r)])
+    if hard:
+        raise RefusalError(
+            "; ".join(hard) + " (--force cannot override a missing, unverifiable or "
+            "wrong-schema model: train or register it, or pick one `geodesic gates` passes)"
+        )
     problems = failures(rows) + ([cooldown] if cooldown else [])
     if not problems:
         return []
@@ -435,9 +483,33 @@ def _check_or_refuse(
     return [r.name for r in rows if not r.passed] + (["cooldown"] if cooldown else [])
 
 
+async def _check_symbol_seen(args: argparse.Namespace, ctx: Ctx) -> None:
+    """Warn when --symbol was never seen by the collector; refuse a likely case typo."""
+    symbol = args.symbol
+    if symbol is None:
+        return
+    seen = await ctx.plane.seen_symbols()
+    if symbol in seen:
+        return
+    twins = sorted(s for s in seen if s.casefold() == symbol.casefold())
+    if twins and not args.allow_unseen:
+        raise RefusalError(
+            f"symbol {symbol!r} was never seen, but {', '.join(twins)} was: symbols are "
+            f"case-sensitive, so this would halt nothing. Use --symbol {twins[0]}, or "
+            "--allow-unseen to set it anyway"
+        )
+    known = f"{len(seen)} symbols seen" if seen else "no symbol seen yet (is the collector up?)"
+    _err(
+        args,
+        f"note: symbol {symbol!r} has never been seen by the collector ({known}); "
+        "the change applies if it ever trades",
+    )
+
+
 # ---- changes ---------------------------------------------------------------------------
 async def _kill_switch(args: argparse.Namespace, ctx: Ctx) -> int:
     on = args.state == "on"
+    await _check_symbol_seen(args, ctx)
     entry = await ctx.plane.set_kill_switch(
         on, actor=_actor(args), reason=args.reason, symbol=args.symbol
     )
@@ -453,6 +525,7 @@ async def _kill_switch(args: argparse.Namespace, ctx: Ctx) -> int:
 
 
 async def _set_state(args: argparse.Namespace, ctx: Ctx, state: TradingState) -> int:
+    await _check_symbol_seen(args, ctx)
     entry = await ctx.plane.set_trading_state(
         state, actor=_actor(args), reason=args.reason, symbol=args.symbol
     )
@@ -537,6 +610,16 @@ async def _rollback(args: argparse.Namespace, ctx: Ctx) -> int:
     in_flight = snap.rollout.mode != "disabled"
     if not in_flight and not snap.previous and not args.force:
         raise RefusalError("nothing to roll back: no rollout in flight and no previous model")
+    if not in_flight and snap.previous:
+        # reverting to a model that cannot serve would halt every signal: never forced
+        hard = failures(
+            r for r in model_checks(_registry(args), snap.previous, gates=False) if not r.passed
+        )
+        if hard:
+            raise RefusalError(
+                f"previous model {snap.previous} cannot serve: {'; '.join(hard)} "
+                "(promote a verified model instead: `geodesic promote <model_id>`)"
+            )
     actor = _actor(args)
     entry = await ctx.plane.rollback(actor=actor, reason=args.reason, cooldown_s=args.cooldown_s)
     await ctx.plane.record_mode_switch(
@@ -584,8 +667,8 @@ async def _status(args: argparse.Namespace, ctx: Ctx) -> int:
         raise UsageError("--audit must be >= 0")
     snap = await ctx.plane.snapshot()
     audit = parse_events(await ctx.plane.audit_log(args.audit)) if args.audit else []
-    risk = await ctx.read_json("risk", "status")
-    shadow = await ctx.read_json("shadow", "stats")
+    risk = await ctx.read_json(RISK_SUPERVISOR.name, "status")
+    shadow = await ctx.read_json(SHADOW.name, "stats")
     doc = build_status(
         snap,
         audit,
@@ -595,11 +678,22 @@ async def _status(args: argparse.Namespace, ctx: Ctx) -> int:
         source={"redis": ctx.masked_url, "prefix": ctx.prefix},
         cfg=_guard_cfg(args),
     )
+    from geodesic.cli.probes import discover, probe
+    from geodesic.operations.health import service_rows, services_ok
+
+    for spec in args.service_url:
+        name, sep, url = spec.partition("=")
+        if not sep or not name or not url.startswith(("http://", "https://")):
+            raise UsageError(f"--service-url {spec!r}: expected NAME=http://HOST:PORT")
+    found = discover(ctx.url, args.service_url)
+    seen = await ctx.plane.seen_symbols()
+    probes = await probe(found, {"collector": max(seen.values())} if seen else {})
+    doc["services"] = service_rows(probes, time.time_ns())
     if args.json:
         print(json.dumps(doc, indent=2, allow_nan=False))
     else:
         render_status(doc, _console())
-    return 0
+    return 0 if services_ok(doc["services"]) else 1
 
 
 async def _gates(args: argparse.Namespace, ctx: Ctx) -> int:
@@ -609,8 +703,8 @@ async def _gates(args: argparse.Namespace, ctx: Ctx) -> int:
     rows = model_checks(registry, args.model_id)
     if not args.offline:
         snap = await ctx.plane.snapshot()
-        risk = await ctx.read_json("risk", "status")
-        shadow = await ctx.read_json("shadow", "stats")
+        risk = await ctx.read_json(RISK_SUPERVISOR.name, "status")
+        shadow = await ctx.read_json(SHADOW.name, "stats")
         rows += live_rows(args.model_id, snap, risk, shadow, _guard_cfg(args))
     table = gate_table(args.model_id, rows)
     if args.json:
@@ -682,8 +776,8 @@ async def _report(args: argparse.Namespace, ctx: Ctx) -> int:
     since = now - int(args.hours * 3600 * 1e9)
     snap = await ctx.plane.snapshot()
     audit = parse_events(await ctx.plane.audit_range(since, now))
-    risk = await ctx.read_json("risk", "status")
-    shadow = await ctx.read_json("shadow", "stats")
+    risk = await ctx.read_json(RISK_SUPERVISOR.name, "status")
+    shadow = await ctx.read_json(SHADOW.name, "stats")
     latency = None
     errors: list[str] = []
     if args.metrics_url:
@@ -726,6 +820,7 @@ def render_status(doc: dict[str, Any], console: Console) -> None:
         f"[bold]Geodesic control plane[/bold] {src.get('redis', '')} prefix "
         f"{src.get('prefix', '')} (version {doc['version']}, {doc['generated_at']})"
     )
+    render_services(doc.get("services", []), console)
     t = Table(show_header=False, box=None, pad_edge=False)
     t.add_column(style="bold")
     t.add_column()
@@ -821,6 +916,28 @@ def render_status(doc: dict[str, Any], console: Console) -> None:
         console,
         title=f"last {len(doc['audit'])} audit events",
     )
+
+
+def render_services(rows: list[dict[str, Any]], console: Console) -> None:
+    if not rows:
+        console.print(
+            "[yellow]services: none known (no running `geodesic up` stack on this Redis; "
+            "give --service-url NAME=URL)[/yellow]"
+        )
+        return
+    t = Table(title="Services")
+    for col in ("service", "state", "lag", "last seen", "detail"):
+        t.add_column(col, overflow="fold")
+    for row in rows:
+        style = {"ready": "green", "not ready": "yellow"}.get(row["state"], "red")
+        lag = str(row["lag"]) if row["lag"] is not None else f"? ({row['lag_error'] or '-'})"
+        age = row["last_seen_age_s"]
+        seen = "never" if age is None else "now" if age < 1 else f"{age:.0f} s ago"
+        detail = row["detail"]
+        if row.get("last_input"):
+            detail += f"; last tick accepted {row['last_input']}"
+        t.add_row(row["service"], f"[{style}]{row['state']}[/{style}]", lag, seen, detail)
+    console.print(t)
 
 
 def _event_from_dict(d: dict[str, Any]) -> AuditEvent:

@@ -1,73 +1,240 @@
-"""`geodesic up` / `geodesic down`: the embedded stack and the five services, detached."""
+"""`geodesic up | down | restart`: the embedded stack and the five services, detached.
+
+One stack per state directory (geodesic.stack.home): `up` with a stack already running
+there reuses it (restarting any service that is down) instead of starting a second broker
+and Redis that producers would not know about. Reuse rather than refuse, because the
+embedded broker keeps its data in memory: making an operator `down` first would throw the
+topics away. Options that would change the running stack (another --registry or
+--bar-seconds) are refused with what to do instead.
+
+Exit codes: 0 done, 1 refused (message on stderr), 2 usage error.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
-import os
 import sys
 from pathlib import Path
+from typing import Any
 
-import redis.asyncio as aioredis
+ENV_REGISTRY = "GEODESIC_MODEL_REGISTRY"
+ENV_BAR_SECONDS = "GEODESIC_FEATURE_BAR_SECONDS"
+DEFAULT_REGISTRY = Path("models/registry")
+DEFAULT_BAR_SECONDS = 1
 
-from geodesic.control import ControlPlane
-from geodesic.stack import EmbeddedStack, find_running_stacks, stop_from_state
-from geodesic.stack.bootstrap import ensure_model
-from geodesic.stack.embedded import default_run_root
-from geodesic.stack.fleet import Fleet, stop_fleet_from_state
-from geodesic.stack.kafka_broker import KafkaUnavailableError
+
+def _run_root_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--run-root",
+        type=Path,
+        default=None,
+        help="state directory (default $GEODESIC_RUN_DIR, else $XDG_STATE_HOME/geodesic, "
+        "i.e. ~/.local/state/geodesic)",
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    up = sub.add_parser("up", help="start broker, Redis and the five services in the background")
-    up.add_argument("--registry", type=Path, default=Path("models/registry"))
-    up.add_argument("--bar-seconds", type=int, default=1, help="feature bar size")
-    up.add_argument("--timeout", type=float, default=90.0)
+    from geodesic.contracts.services import SERVICES
+
+    up = sub.add_parser(
+        "up",
+        help="start broker, Redis and the five services in the background "
+        "(or reuse the running stack and restart what is down)",
+    )
+    up.add_argument(
+        "--registry",
+        type=Path,
+        default=None,
+        help=f"model registry for a new stack (default {DEFAULT_REGISTRY}; a model is "
+        "trained into it if empty)",
+    )
+    up.add_argument(
+        "--bar-seconds",
+        type=int,
+        default=None,
+        help=f"feature bar size in seconds for a new stack (default {DEFAULT_BAR_SECONDS})",
+    )
+    up.add_argument(
+        "--timeout", type=float, default=90.0, help="seconds to wait for services to be ready"
+    )
+    _run_root_arg(up)
     up.add_argument(
         "--broker",
         choices=("kafka", "tansu"),
         default=None,
-        help="embedded broker (default: $GEODESIC_EMBEDDED_BROKER, else Apache Kafka when "
-        "Java 17 and `make install`'s jars are present, else Tansu)",
+        help="embedded broker for a new stack (default: $GEODESIC_EMBEDDED_BROKER, else "
+        "Apache Kafka when Java 17 and `make install`'s jars are present, else Tansu)",
     )
     up.set_defaults(func=_up)
     down = sub.add_parser("down", help="stop everything `geodesic up` started")
-    down.add_argument("--run-root", type=Path, default=None)
+    _run_root_arg(down)
     down.set_defaults(func=_down)
+    restart = sub.add_parser(
+        "restart",
+        help="restart one service of the running stack with the environment it was started with",
+    )
+    restart.add_argument("service", choices=tuple(SERVICES), help="the service to restart")
+    restart.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds to wait for it to be ready"
+    )
+    _run_root_arg(restart)
+    restart.set_defaults(func=_restart)
 
 
-async def _ensure_active(redis_url: str, model_id: str) -> str:
+def _root(args: argparse.Namespace) -> Path:
+    from geodesic.stack.embedded import default_run_root
+
+    return (args.run_root or default_run_root()).expanduser().resolve()
+
+
+def _err(message: str) -> None:
+    print(f"geodesic: {message}", file=sys.stderr)
+
+
+async def _ensure_active(redis_url: str, model_id: str, reason: str) -> str:
+    import redis.asyncio as aioredis
+
+    from geodesic.control import ControlPlane
+
     client = aioredis.from_url(redis_url)
     try:
         plane = ControlPlane(client)
         snap = await plane.snapshot()
         if snap.active:
             return snap.active
-        await plane.promote(model_id, actor="geodesic-up", reason="no active model: bootstrap")
+        await plane.promote(model_id, actor="geodesic-up", reason=reason)
         return model_id
     finally:
         await client.aclose()
 
 
+def _summary(state_file: Path, fleet: Any, active: str | None) -> dict[str, Any]:
+    from geodesic.stack.embedded import read_state
+
+    state = read_state(state_file)
+    described = fleet.describe()
+    return {
+        "bootstrap": state["bootstrap"],
+        "redis_url": state["redis_url"],
+        "run_dir": state["run_dir"],
+        "active_model": active,
+        "services": {n: d["http_port"] for n, d in described.items()},
+        "pids": {
+            **{n: d["pid"] for n, d in described.items()},
+            **{n: int(e["pid"]) for n, e in state.get("processes", {}).items()},
+        },
+    }
+
+
 def _up(args: argparse.Namespace) -> int:
-    registry = args.registry.resolve()
+    from geodesic.stack.home import running_up_stacks, up_lock
+
+    root = _root(args)
+
+    def waiting() -> None:
+        print(f"another `geodesic up` holds {root}; waiting for it", file=sys.stderr)
+
+    with up_lock(root, on_wait=waiting):
+        running = running_up_stacks(root)
+        if running:
+            return _reuse(args, running)
+        return _start(args, root)
+
+
+def _reuse(args: argparse.Namespace, running: list[Path]) -> int:
+    """Reuse the running stack: refuse option changes, restart services that are down."""
+    from geodesic.stack.embedded import read_state
+    from geodesic.stack.fleet import Fleet
+    from geodesic.stack.processes import ServerProcess
+
+    state_file = running[0]
+    for other in running[1:]:
+        _err(f"warning: another stack also runs in {other.parent} (stop it with `down`)")
+    run_dir = state_file.parent
+    dead = [
+        name
+        for name, entry in read_state(state_file).get("processes", {}).items()
+        if not ServerProcess.from_json(name, entry).alive()
+    ]
+    if dead:
+        _err(
+            f"the stack in {run_dir} is half down ({', '.join(dead)} not running) and the "
+            "embedded broker cannot be restarted in place: `geodesic down`, then `geodesic up`"
+        )
+        return 1
+    try:
+        fleet = Fleet.from_state(run_dir)
+    except (OSError, ValueError, RuntimeError) as exc:
+        _err(f"cannot reuse the stack in {run_dir}: {exc}")
+        return 1
+    wanted = {
+        ENV_REGISTRY: None if args.registry is None else str(args.registry.resolve()),
+        ENV_BAR_SECONDS: None if args.bar_seconds is None else str(args.bar_seconds),
+    }
+    for var, value in wanted.items():
+        if value is not None and fleet.env.get(var) != value:
+            _err(
+                f"a stack already runs in {run_dir} with {var}={fleet.env.get(var)}, not "
+                f"{value}: reuse it as is (drop the option), or `geodesic down` first"
+            )
+            return 1
+    down = fleet.down()
+    print(f"[1/2] reusing the running stack in {run_dir}", file=sys.stderr)
+    for name in down:
+        print(f"      {name} is down: restarting it", file=sys.stderr)
+        fleet.restart(name, args.timeout)
+    print(
+        f"[2/2] ready ({'restarted ' + ', '.join(down) if down else 'nothing was down'})",
+        file=sys.stderr,
+    )
+    active = asyncio.run(_active(read_state(state_file)["redis_url"]))
+    print(json.dumps(_summary(state_file, fleet, active)), flush=True)
+    return 0
+
+
+async def _active(redis_url: str) -> str | None:
+    import redis.asyncio as aioredis
+
+    from geodesic.control import ControlPlane
+
+    client = aioredis.from_url(redis_url)
+    try:
+        return (await ControlPlane(client).snapshot()).active
+    finally:
+        await client.aclose()
+
+
+def _start(args: argparse.Namespace, root: Path) -> int:
+    from geodesic.lifecycle.registry import demo_promotion_reason
+    from geodesic.stack import EmbeddedStack
+    from geodesic.stack.bootstrap import ensure_model
+    from geodesic.stack.fleet import Fleet, stop_fleet_from_state
+    from geodesic.stack.kafka_broker import KafkaUnavailableError
+
+    registry = (args.registry or DEFAULT_REGISTRY).resolve()
+    bar_seconds = args.bar_seconds or DEFAULT_BAR_SECONDS
     print(f"[1/4] model registry {registry}", file=sys.stderr)
     model_id = ensure_model(registry)
-    print("[2/4] starting broker and Redis", file=sys.stderr)
+    print(f"[2/4] starting broker and Redis (state in {root})", file=sys.stderr)
     try:
-        stack = EmbeddedStack(detach=True, broker=args.broker)
+        stack = EmbeddedStack(run_root=root, detach=True, broker=args.broker)
     except KafkaUnavailableError as exc:
-        print(f"geodesic up: {exc}", file=sys.stderr)
+        _err(f"geodesic up: {exc}")
         return 2
     info = stack.start()
     try:
-        active = asyncio.run(_ensure_active(info.redis_url, model_id))
+        # a gate-failing bootstrap model is promoted as a DEMO model, its failures audited
+        reason = demo_promotion_reason(registry / model_id, "no active model: bootstrap")
+        active = asyncio.run(_ensure_active(info.redis_url, model_id, reason))
+        if active == model_id and "DEMO model" in reason:
+            print(f"      {reason}", file=sys.stderr)
         print(f"[3/4] active model {active}; starting services", file=sys.stderr)
         env = {
             **info.env(),
-            "GEODESIC_MODEL_REGISTRY": str(registry),
-            "GEODESIC_FEATURE_BAR_SECONDS": str(args.bar_seconds),
+            ENV_REGISTRY: str(registry),
+            ENV_BAR_SECONDS: str(bar_seconds),
         }
         fleet = Fleet(stack.run_dir, env, detach=True)
         fleet.start_all()
@@ -77,21 +244,15 @@ def _up(args: argparse.Namespace) -> int:
         stack.stop()
         raise
     print("[4/4] ready", file=sys.stderr)
-    summary = {
-        "bootstrap": info.bootstrap,
-        "redis_url": info.redis_url,
-        "run_dir": str(stack.run_dir),
-        "active_model": active,
-        "services": {n: d["http_port"] for n, d in fleet.describe().items()},
-        "pids": {**{n: d["pid"] for n, d in fleet.describe().items()}, **dict(info.pids)},
-    }
-    print(json.dumps(summary), flush=True)
+    print(json.dumps(_summary(stack.state_file, fleet, active)), flush=True)
     return 0
 
 
 def _down(args: argparse.Namespace) -> int:
-    root = args.run_root or Path(os.environ.get("GEODESIC_RUN_DIR") or default_run_root())
-    states = find_running_stacks(root)
+    from geodesic.stack import find_running_stacks, stop_from_state
+    from geodesic.stack.fleet import stop_fleet_from_state
+
+    states = find_running_stacks(_root(args))
     if not states:
         print("nothing running")
         return 0
@@ -99,4 +260,23 @@ def _down(args: argparse.Namespace) -> int:
         services = stop_fleet_from_state(state.parent)
         servers = stop_from_state(state)
         print(f"stopped {state.parent.name}: {', '.join(services + servers) or 'nothing'}")
+    return 0
+
+
+def _restart(args: argparse.Namespace) -> int:
+    from geodesic.stack.fleet import Fleet
+    from geodesic.stack.home import running_up_stacks
+
+    root = _root(args)
+    running = running_up_stacks(root)
+    if not running:
+        _err(f"no running stack in {root}: start one with `geodesic up`")
+        return 1
+    try:
+        fleet = Fleet.from_state(running[0].parent)
+        svc = fleet.restart(args.service, args.timeout)
+    except (OSError, ValueError, RuntimeError, TimeoutError) as exc:
+        _err(f"restart {args.service} failed: {exc}")
+        return 1
+    print(f"restarted {args.service}: pid {svc.proc.pid}, http {svc.url}, log {svc.proc.log_path}")
     return 0

@@ -13,9 +13,10 @@ from geodesic.contracts.models import (
     ShadowScore,
     Side,
     Tick,
+    make_dead_letter,
     make_signal_id,
 )
-from geodesic.contracts.topics import TopicSpec, load_topics, topic_names
+from geodesic.contracts.topics import TopicSpec, load_topics
 
 __all__ = [
     "MODELS",
@@ -32,6 +33,6 @@ __all__ = [
     "Tick",
     "TopicSpec",
     "load_topics",
+    "make_dead_letter",
     "make_signal_id",
-    "topic_names",
 ]

@@ -7,10 +7,13 @@ change that bumps ``v`` and the topic suffix, never an edit in place.
 
 from __future__ import annotations
 
+import base64
 import hashlib
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from geodesic.contracts.reasons import BLOCKING_REASONS, SignalReason
 
 Side = Literal["long", "short", "flat"]
 Route = Literal["active", "canary"]
@@ -26,7 +29,12 @@ ControlKind = Literal[
 
 PositiveFinite = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegFinite = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-Symbol = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9._:/-]+$")]
+#: The symbol contract: case-sensitive (AAPL and aapl are different instruments; venues
+#: such as crypto ones use lower case), 1-32 characters from A-Z a-z 0-9 . _ : / -.
+SYMBOL_PATTERN = r"^[A-Za-z0-9._:/-]+$"
+SYMBOL_MAX_LENGTH = 32
+SYMBOL_RULE = "1-32 characters from A-Z a-z 0-9 . _ : / - (case-sensitive)"
+Symbol = Annotated[str, Field(min_length=1, max_length=SYMBOL_MAX_LENGTH, pattern=SYMBOL_PATTERN)]
 TimestampNs = Annotated[int, Field(ge=0)]
 
 
@@ -39,7 +47,7 @@ class Contract(BaseModel):
         return self.model_dump_json().encode()
 
     @classmethod
-    def from_bytes(cls, raw: bytes | str):
+    def from_bytes(cls, raw: bytes | str) -> Self:
         return cls.model_validate_json(raw)
 
 
@@ -124,13 +132,35 @@ class ScoredSignal(Contract):
     degrade_level: Annotated[int, Field(ge=0, le=3)]
     halted: bool
     tradable: bool
-    reasons: list[str] = Field(default_factory=list)
+    reasons: list[SignalReason] = Field(
+        default_factory=list,
+        description="Blocking reasons (the signal is not tradable) and informational ones; "
+        "see geodesic.contracts.reasons.BLOCKING_REASONS.",
+    )
     latency_ms: dict[str, float] = Field(default_factory=dict)
     hops: dict[str, int] = Field(default_factory=dict)
     emitted_ts_ns: TimestampNs = 0
     control_version: int = Field(
         default=0, description="Control-plane version the routing and halts were read from."
     )
+    decision_age_ms: NonNegFinite | None = Field(
+        default=None,
+        description="Wall-clock ms from the collector accepting the tick that closed the bar "
+        "(or the feature service closing an idle bar) to this decision; null when the input "
+        "carried neither time. Past the scorer's max_signal_age_ms, or unknown, the signal "
+        "carries stale_input and is not tradable.",
+    )
+
+    @model_validator(mode="after")
+    def _tradable_has_no_blocking_reason(self) -> ScoredSignal:
+        if self.tradable and BLOCKING_REASONS.intersection(self.reasons):
+            raise ValueError(
+                "a tradable signal carries no blocking reason: "
+                f"{sorted(BLOCKING_REASONS.intersection(self.reasons))}"
+            )
+        if self.halted and self.tradable:
+            raise ValueError("a halted signal is not tradable")
+        return self
 
 
 class ShadowScore(Contract):
@@ -186,7 +216,12 @@ class ControlEvent(Contract):
 
 
 class DeadLetter(Contract):
-    """A rejected input, kept with a machine-readable reason so nothing is silently lost."""
+    """A rejected input, kept with a machine-readable reason so nothing is silently lost.
+
+    ``raw_b64`` holds the original bytes, or only their head when the whole would not fit
+    in one broker message (``truncated``); ``raw_len`` and ``raw_sha256`` always describe
+    the whole original, so a truncated letter still identifies its record.
+    """
 
     v: Literal[1] = 1
     reason: str
@@ -197,6 +232,9 @@ class DeadLetter(Contract):
     key: str | None = None
     raw_b64: str
     ts_ns: TimestampNs
+    raw_len: Annotated[int, Field(ge=0)] = 0
+    raw_sha256: str = ""
+    truncated: bool = False
 
 
 MODELS: dict[str, type[Contract]] = {
@@ -218,3 +256,39 @@ def make_signal_id(symbol: str, bar_index: int, model_id: str) -> str:
     """Deterministic idempotency key: a replay or a redelivery yields the same id."""
     digest = hashlib.sha256(f"{symbol}|{bar_index}|{model_id}".encode()).hexdigest()
     return digest[:32]
+
+
+#: Bytes of the original payload a dead letter keeps. Far below any broker's message
+#: limit (1 MiB by default) even after base64 and the detail text, so a dead letter can
+#: always be produced, whatever the size of what it rejects.
+DEAD_LETTER_RAW_MAX = 64 * 1024
+_DETAIL_MAX = 1000
+
+
+def make_dead_letter(
+    reason: str,
+    detail: str,
+    *,
+    raw: bytes,
+    key: bytes | None,
+    source_topic: str,
+    partition: int,
+    offset: int,
+    now_ns: int,
+    max_raw_bytes: int = DEAD_LETTER_RAW_MAX,
+) -> DeadLetter:
+    """The one way to build a dead letter: bounded in size, the original identified."""
+    head = raw[:max_raw_bytes]
+    return DeadLetter(
+        reason=reason,
+        detail=detail[:_DETAIL_MAX],
+        source_topic=source_topic,
+        partition=partition,
+        offset=offset,
+        key=None if key is None else key[:256].decode("utf-8", "backslashreplace"),
+        raw_b64=base64.b64encode(head).decode("ascii"),
+        ts_ns=now_ns,
+        raw_len=len(raw),
+        raw_sha256=hashlib.sha256(raw).hexdigest(),
+        truncated=len(head) < len(raw),
+    )

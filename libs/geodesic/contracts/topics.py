@@ -1,4 +1,8 @@
-"""Topic definitions, read from infra/kafka/topics.yaml (the single source of truth)."""
+"""Topic definitions, read from topics.yaml beside this module (the single source of truth).
+
+Shipped as package data, so an installed package finds it without the repository;
+GEODESIC_TOPICS_FILE points at another file (a deployment's own topic plan).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,10 @@ import yaml
 
 from geodesic.contracts.models import MODELS, Contract
 
-_DEFAULT_FILE = Path(__file__).resolve().parents[3] / "infra" / "kafka" / "topics.yaml"
+_DEFAULT_FILE = Path(__file__).with_name("topics.yaml")
+
+#: Stands for anything outside Geodesic in producers / consumers (feeds, executors).
+EXTERNAL = "external"
 
 
 @dataclass(frozen=True)
@@ -22,6 +29,8 @@ class TopicSpec:
     replication_factor: int
     retention_ms: int
     description: str
+    producers: tuple[str, ...] = ()
+    consumers: tuple[str, ...] = ()
 
     @property
     def model(self) -> type[Contract]:
@@ -52,9 +61,7 @@ def load_topics(path: Path | None = None) -> dict[str, TopicSpec]:
             ),
             retention_ms=int(entry.get("retention_ms", defaults.get("retention_ms", -1))),
             description=entry.get("description", ""),
+            producers=tuple(entry.get("producers", ())),
+            consumers=tuple(entry.get("consumers", ())),
         )
     return specs
-
-
-def topic_names() -> list[str]:
-    return list(load_topics())

@@ -3,7 +3,8 @@
 - slot:*, rollout: operators and the risk supervisor (rollback rewrites them)
 - kill:*: operators only; a service credential cannot flip a kill switch
 - risk:*: the risk supervisor (halts, cooldown); operators may clear
-- state:<service>:*: each service's own checkpoints
+- state:<service>:*: each service's own checkpoints; state:collector:symbols is the hash
+  symbol -> last-seen ns of every symbol the collector accepted (the CLI warns on others)
 - audit (stream), version, channel: appended/published by whoever changes the plane
 """
 
@@ -60,3 +61,9 @@ class Keys:
 
     def service_state(self, service: str, name: str) -> str:
         return self._k(f"state:{service}:{name}")
+
+    @property
+    def seen_symbols(self) -> str:
+        """Hash symbol -> last-seen ns, written by the collector (its own state: the
+        service ACL lets it write nothing else)."""
+        return self.service_state("collector", "symbols")

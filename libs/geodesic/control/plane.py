@@ -84,6 +84,15 @@ class ControlPlane:
             version=int(_s(ver) or 0),
         )
 
+    async def seen_symbols(self) -> dict[str, int]:
+        """Every symbol the collector has accepted, with its last-seen time (ns)."""
+        raw = await self.redis.hgetall(self.keys.seen_symbols)
+        out: dict[str, int] = {}
+        for sym, ts in (raw or {}).items():
+            text = _s(ts) or "0"
+            out[_s(sym) or ""] = int(text) if text.isdigit() else 0
+        return out
+
     async def audit_log(self, count: int = 100) -> list[dict[str, str]]:
         """The newest `count` audit entries, oldest first."""
         rows = await self.redis.xrevrange(self.keys.audit, count=count)

@@ -13,7 +13,8 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from geodesic.contracts import Bar, ControlEvent, DeadLetter, Outcome, ScoredSignal
+from geodesic.contracts import Bar, ControlEvent, DeadLetter, Outcome, ScoredSignal, load_topics
+from geodesic.contracts.services import COLLECTOR, FEATURE, RISK_SUPERVISOR, SCORER
 from geodesic.runtime.kafka import KafkaSettings, make_consumer
 
 HOPS = ("to_feature", "feature", "to_scorer", "scorer", "to_executor", "end_to_end")
@@ -51,7 +52,13 @@ class Observed:
 class Observer:
     """A consumer group of its own on the output topics (an executor's view)."""
 
-    TOPICS = ("signals.scored", "md.ticks.dlq", "md.bars", "control.events", "outcomes.v1")
+    TOPICS = (
+        SCORER.topic("out", "ScoredSignal"),
+        COLLECTOR.dlq_topic(),
+        FEATURE.topic("out", "Bar"),
+        RISK_SUPERVISOR.topic("out", "ControlEvent"),
+        RISK_SUPERVISOR.topic("out", "Outcome"),
+    )
 
     def __init__(self, kafka: KafkaSettings) -> None:
         self.consumer = make_consumer(kafka, topics=self.TOPICS, group_id="demo-observer")
@@ -75,8 +82,9 @@ class Observer:
             batches = await self.consumer.getmany(timeout_ms=50)
             now = time.time_ns()
             for tp, recs in batches.items():
+                schema = load_topics()[tp.topic].schema
                 for r in recs:
-                    if tp.topic == "signals.scored":
+                    if schema == "ScoredSignal":
                         sig = ScoredSignal.model_validate_json(r.value)
                         if sig.signal_id in s.signal_ids:
                             s.duplicates += 1  # at-least-once: executors drop by signal_id
@@ -88,11 +96,11 @@ class Observer:
                         if lat:
                             for k, v in lat.items():
                                 s.latencies[k].append(v)
-                    elif tp.topic == "md.ticks.dlq":
+                    elif schema == "DeadLetter":
                         s.dlq[DeadLetter.model_validate_json(r.value).reason] += 1
-                    elif tp.topic == "md.bars":
+                    elif schema == "Bar":
                         s.bars.append(Bar.model_validate_json(r.value))
-                    elif tp.topic == "control.events":
+                    elif schema == "ControlEvent":
                         s.control.append(ControlEvent.model_validate_json(r.value))
                     else:
                         s.outcomes.append(Outcome.model_validate_json(r.value))

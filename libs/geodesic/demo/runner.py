@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from geodesic.contracts.services import COLLECTOR, RISK_SUPERVISOR, SCORER
 from geodesic.control import ControlPlane, Rollout
 from geodesic.demo.collect import HOPS, Observer, http_json, metric_values
 from geodesic.demo.config import DemoSettings
@@ -26,6 +27,7 @@ from geodesic.demo.report import build_summary, percentiles, write_report
 from geodesic.features import WARMUP_BARS
 from geodesic.lifecycle.config import DatasetConfig, TrainConfig
 from geodesic.lifecycle.dataset import live_bar_offset
+from geodesic.lifecycle.registry import demo_promotion_reason
 from geodesic.lifecycle.training import train
 from geodesic.marketdata import BarSeries, load_dataset
 from geodesic.marketdata.replay import (
@@ -42,6 +44,7 @@ from geodesic.stack import EmbeddedStack
 from geodesic.stack.fleet import Fleet
 
 log = logging.getLogger(__name__)
+RAW_TICKS = COLLECTOR.topic("in", "Tick")
 DATASETS = ("sp500", "nasdaq")
 ACTIVE, CANDIDATE = "demo-active", "demo-candidate"
 
@@ -129,7 +132,7 @@ class Demo:
                 )
             asyncio.run(self._live_phase(info.redis_url, replay, t0_ns, n_bars))
             with self.stage("write the report") as rec:
-                collector = http_json(self.fleet.services["collector"].http_port, "/info")
+                collector = http_json(self.fleet.services[COLLECTOR.name].http_port, "/info")
                 summary = build_summary(
                     self.observer.seen,
                     ticks_sent=self.ticks_sent,  # type: ignore[union-attr]
@@ -203,10 +206,10 @@ class Demo:
             "GEODESIC_MODEL_REGISTRY": str(registry),
             "GEODESIC_FEATURE_BAR_SECONDS": "1",
             "GEODESIC_LOG_LEVEL": "WARNING",
-            "GEODESIC_RISK_DRIFT_WINDOW": "200",
-            "GEODESIC_RISK_ROLLOUT_GUARD__DRIFT_MIN_WINDOW": "200",
-            "GEODESIC_RISK_ROLLOUT_GUARD__MIN_SAMPLES": "50",
-            "GEODESIC_RISK_ROLLOUT_GUARD__EVAL_INTERVAL_S": "0.5",
+            "GEODESIC_RISK_SUPERVISOR_DRIFT_WINDOW": "200",
+            "GEODESIC_RISK_SUPERVISOR_ROLLOUT_GUARD__DRIFT_MIN_WINDOW": "200",
+            "GEODESIC_RISK_SUPERVISOR_ROLLOUT_GUARD__MIN_SAMPLES": "50",
+            "GEODESIC_RISK_SUPERVISOR_ROLLOUT_GUARD__EVAL_INTERVAL_S": "0.5",
         }
 
     # ---- live phase ------------------------------------------------------------------
@@ -220,7 +223,8 @@ class Demo:
         await self.observer.start()
         try:
             with self.stage("promote active, shadow and canary the candidate") as rec:
-                await plane.promote(ACTIVE, actor="demo", reason="initial model")
+                reason = demo_promotion_reason(self.run_dir / "registry" / ACTIVE, "initial model")
+                await plane.promote(ACTIVE, actor="demo", reason=reason)
                 await plane.set_slot("shadow", CANDIDATE, actor="demo", reason="shadow first")
                 await plane.set_rollout(
                     Rollout(
@@ -230,7 +234,9 @@ class Demo:
                         candidate=CANDIDATE,
                     ),
                     actor="demo",
-                    reason="canary the candidate",
+                    reason=demo_promotion_reason(
+                        self.run_dir / "registry" / CANDIDATE, "canary the candidate"
+                    ),
                 )
                 rec["detail"] = f"canary fraction {self.s.canary_fraction}"
             expected = len(replay) * (n_bars - WARMUP_BARS + 1)
@@ -281,7 +287,7 @@ class Demo:
         producer = make_producer(self.stack.kafka_settings)  # type: ignore[union-attr]
         await producer.start()
         try:
-            task = asyncio.create_task(publish(producer, counted(), "md.ticks.raw", self.s.rate))
+            task = asyncio.create_task(publish(producer, counted(), RAW_TICKS, self.s.rate))
             await self._display_until(task, plane, total_guess)
             result = task.result()
         finally:
@@ -357,7 +363,7 @@ class Demo:
 
     def _sample_risk(self) -> None:
         with contextlib.suppress(Exception):
-            info = http_json(self.fleet.services["risk-supervisor"].http_port, "/info")  # type: ignore[union-attr]
+            info = http_json(self.fleet.services[RISK_SUPERVISOR.name].http_port, "/info")  # type: ignore[union-attr]
             psi = {
                 f: d["psi"]
                 for f, d in info.get("drift", {}).items()
@@ -395,7 +401,7 @@ class Demo:
                 feat, val = max(last["psi"].items(), key=lambda kv: kv[1])
                 t.add_row("max PSI", f"{val:.3f} ({feat})")
         with contextlib.suppress(Exception):
-            m = metric_values(self.fleet.services["scorer"].http_port)  # type: ignore[union-attr]
+            m = metric_values(self.fleet.services[SCORER.name].http_port)  # type: ignore[union-attr]
             recall = [v for k, v in m.items() if k.startswith("ann_recall")]
             t.add_row("ANN recall", f"{recall[0]:.3f}" if recall else "sampling")
         if plane_snapshot is not None:
@@ -436,7 +442,7 @@ class Demo:
         audit = [e for e in await plane.audit_log(200) if e["kind"] == "ROLLBACK"]
         self.check(
             "guards",
-            bool(audit) and audit[-1]["actor"] == "risk-supervisor",
+            bool(audit) and audit[-1]["actor"] == RISK_SUPERVISOR.name,
             "no ROLLBACK audit entry by the risk supervisor",
         )
         self.check("guards", snap.cooldown_until_ns > time.time_ns(), "no cooldown after rollback")
@@ -474,7 +480,7 @@ class Demo:
         await producer.start()
         try:
             msgs = ((t.symbol.encode(), t.to_bytes()) for t in interleave(*streams))
-            res = await publish(producer, msgs, "md.ticks.raw", self.s.rate)
+            res = await publish(producer, msgs, RAW_TICKS, self.s.rate)
             self.ticks_sent += res.sent
             self.extra["drift_injection_ticks"] = res.sent
         finally:

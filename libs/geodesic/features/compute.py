@@ -151,7 +151,7 @@ def _njit_zscore(x: np.ndarray, t: int, w: int) -> float:
     sd = math.sqrt(ss / (w - 1))
     if sd == 0.0 or sd <= _FLAT_REL_EPS * abs(mean):
         return 0.0
-    return (x[t] - mean) / sd
+    return float((x[t] - mean) / sd)
 
 
 @njit(cache=True)
@@ -312,7 +312,8 @@ class FeatureState:
         """The ``filled`` most recent bars per input row, oldest first."""
         if self.filled == 0:
             return [[] for _ in range(_N_INPUTS)]
-        return self.matrix()[:, self.window - self.filled :].tolist()
+        rows: list[list[float]] = self.matrix()[:, self.window - self.filled :].tolist()
+        return rows
 
 
 @dataclass(slots=True)
@@ -350,6 +351,10 @@ class FeatureEngine:
         self.stats = FeatureStats()
         self._horizons, self._windows = _kernel_args(params)
         self._states: dict[str, FeatureState] = {}
+
+    def warmup_progress(self) -> dict[str, int]:
+        """Bars of history held per symbol; a symbol scores once it holds ``warmup``."""
+        return {symbol: state.filled for symbol, state in self._states.items()}
 
     def on_bar(self, bar: Bar) -> list[float] | None:
         """Feature values for this bar, or None while warming up (see ``stats`` for why).

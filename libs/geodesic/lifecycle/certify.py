@@ -36,7 +36,8 @@ from geodesic.lifecycle.evaluation import exact_lorentz_topk
 from geodesic.lifecycle.registry import load_manifest, load_verified, sign_model_dir
 from geodesic.lifecycle.reports import write_json
 from geodesic.lifecycle.signing import SigningKey
-from lorentzcore.ann import recall_at_k
+from lorentzcore.ann import AnnIndex, recall_at_k
+from lorentzcore.hyperbolic import lorentz_distances_to_query
 from lorentzcore.model import AnalogModel
 from lorentzcore.scorer import Scorer
 
@@ -47,6 +48,7 @@ __all__ = [
     "certification_record",
     "certify_model",
     "certify_queries",
+    "compare_candidate_stages",
     "render_certify_markdown",
     "set_operating_point",
     "write_certify",
@@ -70,6 +72,21 @@ class OperatingPoint(BaseModel):
     pareto: bool = False
 
 
+class StageRecall(BaseModel):
+    """One candidate stage at one ef: its top-K before and after the Lorentz re-rank."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    metric: str
+    ef_search: int
+    k_cand: int
+    #: HNSW's own top-K vs exact Lorentz top-K (what degrade level 3 serves).
+    topk_recall: float
+    #: K_cand candidates re-ranked by Lorentz distance, top-K vs exact Lorentz top-K.
+    pipeline_recall: float
+    served: bool  # the model's own index (the other one is built only for this comparison)
+
+
 class CertifyResult(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
@@ -83,6 +100,8 @@ class CertifyResult(BaseModel):
     points: list[OperatingPoint]
     chosen: OperatingPoint | None
     reason: str
+    #: L2 vs Lorentz-MIPS candidate stages on the same store and queries, per ef.
+    candidate_stages: list[StageRecall] = []
 
 
 def certify_queries(
@@ -136,7 +155,8 @@ def certify_model(
     Xr, Tr = X[rec_idx], T[rec_idx]
     k = min(model.spec.params.k, model.index.count)
     scale = float(model.spec.params.lift_scale or 1.0)
-    Zq = model.whitener.transform(Xr.astype(np.float32))
+    whiten = Scorer(model).whiten  # feature mask + float32 path, exactly as served
+    Zq = np.stack([whiten(x) for x in Xr])
     exact_lorentz, _ = exact_lorentz_topk(model.index.vector_store, Zq, scale, k)
     exact_l2, _ = model.index.exact_search(Zq, k)
     grid = _grid(model, cfg)
@@ -203,7 +223,61 @@ def certify_model(
         points=points,
         chosen=chosen,
         reason=reason,
+        candidate_stages=compare_candidate_stages(model, Zq, exact_lorentz, cfg.ef_grid),
     )
+
+
+def compare_candidate_stages(
+    model: AnalogModel,
+    Zq: NDArray[np.float32],
+    exact_lorentz: NDArray[np.int64],
+    ef_grid: tuple[int, ...],
+) -> list[StageRecall]:
+    """Recall@K of both candidate stages (lorentzcore.ann) over the model's own store.
+
+    The stage the model does not serve is built in a temporary directory with the same
+    graph parameters and seed, so only the metric differs.
+    """
+    params = model.spec.params
+    scale = float(params.lift_scale or 1.0)
+    k, k_cand = min(params.k, model.index.count), min(params.k_cand, model.index.count)
+    other = "l2" if model.index.metric == "lorentz_mips" else "lorentz_mips"
+    alt = AnnIndex.build(
+        np.asarray(model.index.vector_store),
+        M=model.index.M,
+        ef_construction=model.index.ef_construction,
+        ef_search=model.index.ef_search,
+        k_cand=k_cand,
+        seed=model.index.seed,
+        metric=other,
+        lift_scale=scale,
+    )
+    out: list[StageRecall] = []
+    for index, served in ((model.index, True), (alt, False)):
+        original = index.ef_search
+        try:
+            for ef in ef_grid:
+                index.set_ef(ef)
+                ids, _, Zn = index.search_with_vectors(Zq, k_cand)
+                rerank = np.empty((len(Zq), k), dtype=np.int64)
+                for i in range(len(Zq)):
+                    d = lorentz_distances_to_query(
+                        Zq[i].astype(np.float64) * scale, Zn[i] * np.float32(scale)
+                    )
+                    rerank[i] = ids[i, np.argsort(d, kind="stable")[:k]]
+                out.append(
+                    StageRecall(
+                        metric=index.metric,
+                        ef_search=ef,
+                        k_cand=k_cand,
+                        topk_recall=recall_at_k(ids[:, :k], exact_lorentz),
+                        pipeline_recall=recall_at_k(rerank, exact_lorentz),
+                        served=served,
+                    )
+                )
+        finally:
+            index.set_ef(original)
+    return out
 
 
 def _latencies(scorer: Scorer, X: NDArray, T: NDArray, warmup: int) -> NDArray[np.float64]:
@@ -258,6 +332,19 @@ def render_certify_markdown(result: CertifyResult) -> str:
             f"| {'*' if p.pareto else ''} | {'<==' if chosen else ''} |"
         )
     lines += ["", f"Decision: {result.reason}.", ""]
+    if result.candidate_stages:
+        lines += [
+            "## Candidate stages (recall@K vs exact Lorentz k-NN, same store and queries)",
+            "",
+            "| metric | served | ef_search | K_cand | HNSW top-K recall | re-ranked recall |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {c.metric} | {'yes' if c.served else 'no'} | {c.ef_search} | {c.k_cand} "
+            f"| {c.topk_recall:.4f} | {c.pipeline_recall:.4f} |"
+            for c in result.candidate_stages
+        ]
+        lines.append("")
     return "\n".join(lines)
 
 

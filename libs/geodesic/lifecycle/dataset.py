@@ -4,16 +4,14 @@ Features come from ``compute_features_batch``, the code the feature service runs
 bit the streaming ``FeatureEngine``), never a copy, so a model is trained on exactly the
 vectors it will score. Row t uses bars <= t only; the label of row t uses bars t..t+h only.
 
-Spreads. Daily bars have no quotes, but the live feature service computes ``spread_bp``
-from replayed ticks whose quoted spread is ``spread_bp`` times a lognormal jitter per tick
-(``ReplayConfig``), i.e. about 2.06 +- 0.09 bp per bar by default. Feeding the literal
-``close * spread_bp / 1e4`` (``spread_model="constant"``) makes the training column
-constant up to one ulp: the robust scale of that column is ~1e-16, Tyler's fixed point does
-not converge, and a live value of 2.06 bp whitens to |z| ~ 4e14 (measured), i.e. every
-live vector would be an outlier. The default ``spread_model="replay"`` draws each bar's
-mean spread from the replay's tick model (ticks per bar, jitter, cap), so training and live
-spread_bp share a distribution; it carries no information either way (it is quote noise),
-but it no longer breaks the geometry.
+Spreads. Daily bars have no quotes. The default ``spread_model="constant"`` feeds the
+literal ``close * spread_bp / 1e4``, so the training spread_bp column is constant up to one
+ulp: it carries no information, and ``AnalogModel.fit`` excludes it (feature_mask, listed
+under ``excluded_features`` in the manifest) so a live spread never moves a distance.
+(Drawing each bar's spread from the replay's tick model, ``spread_model="replay"``, put
+random numbers into the distance; that audit finding is why it is no longer the default.
+It still describes what the live feature service will see, so the drift reference of the
+spread column is built from it.)
 
 Labels. fwd_t = log(close[t+h] / close[t]); y = 1 if fwd > cost, 0 if fwd < -cost, and -1
 ("band") otherwise. ``band_policy="drop"`` (default) keeps band samples out of training and
@@ -124,7 +122,7 @@ def load_series(name: str, *, synthetic_bars: int = 3000, seed: int = 0) -> BarS
     """A registered data set, ``synthetic[:seed]`` (generate_market with planted structure),
     or ``recorded:FILE.npz[:SYMBOL]`` (bars captured from md.bars by `geodesic record`)."""
     if name.startswith("recorded:"):
-        from geodesic.marketdata.recorder import load_bars_npz
+        from geodesic.marketdata.recording import load_bars_npz
 
         path, _, symbol = name.removeprefix("recorded:").partition(".npz:")
         path = path if path.endswith(".npz") or not symbol else path + ".npz"

@@ -14,7 +14,16 @@ What is measured on each test fold:
   brute-force Lorentz k-NN over the whole training fold (the ideal the ANN approximates);
 * ANN accuracy: recall@K of the pipeline's top-K against the exact Lorentz top-K, with the
   same float32 vector store and lift scale, plus the candidate-stage recalls;
-* baselines: logistic regression on the same features, momentum sign(logret_1), prior.
+* baselines: logistic regression on the same features, sign(logret_1) with its direction
+  fitted on the training fold (momentum or reversal), the prior, and plain Euclidean k-NN
+  (the ablation of the geometry).
+
+The honest figures (``honest_section``; definitions in ``lifecycle.statistics``): per-fold
+mean AUC with a date-block permutation null, bootstrap bounds on the lift over each
+baseline, Brier / log-loss skill against the prior, quantile reliability, trading with
+costs on position changes, regimes, per symbol, and a deflated Sharpe ratio. The same
+section is computed on the holdout (data on/after the cutoff), scored walk-forward by
+``walk_forward_holdout``: at each step every model is refitted on the past only.
 """
 
 from __future__ import annotations
@@ -27,13 +36,30 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from geodesic.lifecycle.baselines import LogisticRegression, MomentumRule, PriorRule
+from geodesic.lifecycle import statistics as st
+from geodesic.lifecycle.baselines import (
+    EuclideanKNN,
+    LogisticRegression,
+    MomentumRule,
+    PriorRule,
+)
 from geodesic.lifecycle.config import TrainConfig
-from geodesic.lifecycle.dataset import LabeledDataset
-from geodesic.lifecycle.reports import AnnAccuracy, FoldReport, OverallReport, SkillMetrics
+from geodesic.lifecycle.dataset import LabeledDataset, build_dataset, load_series
+from geodesic.lifecycle.reports import (
+    AnnAccuracy,
+    DeflatedSharpe,
+    EvaluationSection,
+    FoldReport,
+    HonestMetrics,
+    LiftBound,
+    OverallReport,
+    ReliabilityRow,
+    SkillMetrics,
+    TradingMetrics,
+)
 from lorentzcore.ann import recall_at_k
 from lorentzcore.hyperbolic import lorentz_distances_to_query
-from lorentzcore.kernels import KernelConfig, kernel_weights, weighted_prob
+from lorentzcore.kernels import KernelConfig, kernel_weights, shrink_to_base_rate, weighted_prob
 from lorentzcore.metrics import expected_calibration_error, precision_at_k, roc_auc
 from lorentzcore.model import AnalogModel, ScorerParams
 from lorentzcore.scorer import Scorer
@@ -51,18 +77,23 @@ __all__ = [
     "auc_standard_error",
     "cross_validate",
     "exact_lorentz_topk",
+    "honest_section",
     "kernel_config",
     "make_folds",
     "purge_horizon",
     "scorer_params",
+    "shrink_exclude_bars",
     "skill_metrics",
+    "walk_forward_holdout",
 ]
 
 log = logging.getLogger(__name__)
 
 LEVELS = (0, 1, 2, 3)
 ABLATION = ("lorentz_rerank", "hnsw_order", "exact_lorentz")
-BASELINES = ("logistic", "momentum", "prior")
+BASELINES = ("logistic", "momentum", "prior", "euclidean_knn")
+#: The forecasters of the honest sections: the model (degrade level 0) and the baselines.
+HONEST = ("analog", *BASELINES)
 
 
 class LeakageError(RuntimeError):
@@ -105,6 +136,12 @@ def purge_horizon(ds: LabeledDataset) -> int:
     over more calendar positions, and the purge must cover the longest stretch.
     """
     return int(np.max(ds.label_end - ds.times))
+
+
+def shrink_exclude_bars(ds: LabeledDataset, cfg: TrainConfig) -> int | None:
+    """Bars around a training point excluded from its own vote when the shrinkage is
+    fitted (None: no shrinkage): the purge window, so no neighbour shares its label."""
+    return max(cfg.embargo, purge_horizon(ds)) if cfg.shrink_to_base_rate else None
 
 
 def make_folds(ds: LabeledDataset, cfg: TrainConfig) -> list[Fold]:
@@ -214,7 +251,8 @@ def _neighbour_study(
     k, k_cand = params.k, min(params.k_cand, model.index.count)
     k = min(k, model.index.count)
     scale = float(params.lift_scale or 1.0)
-    Zq = model.whitener.transform(Xq.astype(np.float32))  # the scorer's float32 path
+    scorer = Scorer(model)  # the scorer's own float32, feature-masked whitening, row by row
+    Zq = np.stack([scorer.whiten(x) for x in Xq])
     cand_ids, _, Zn = model.index.search_with_vectors(Zq, k_cand)
     exact_ids, exact_d = exact_lorentz_topk(model.index.vector_store, Zq, scale, k)
     exact_l2, _ = model.index.exact_search(Zq, k)
@@ -236,7 +274,10 @@ def _neighbour_study(
         for name, (ids, d) in choices.items():
             tau = np.abs(int(Tq[i]) - model.times[ids])
             w = kernel_weights(d, tau, kernel)
-            probs[name][i], _, abst[name][i] = weighted_prob(w, labels[ids], kernel.weight_floor)
+            p, eff, abst[name][i] = weighted_prob(w, labels[ids], kernel.weight_floor)
+            if not abst[name][i] and params.base_rate is not None and params.prior_strength:
+                p = shrink_to_base_rate(p, eff, params.base_rate, params.prior_strength)
+            probs[name][i] = p
     ann = AnnAccuracy(
         n_queries=n,
         k=k,
@@ -254,30 +295,299 @@ def _neighbour_study(
 
 
 def _baselines(
-    ds: LabeledDataset, fit_idx: NDArray[np.int64], test_idx: NDArray[np.int64], y01: NDArray
-) -> dict[str, Predictions]:
+    ds: LabeledDataset,
+    fit_idx: NDArray[np.int64],
+    test_idx: NDArray[np.int64],
+    y01: NDArray,
+    cfg: TrainConfig,
+) -> tuple[dict[str, Predictions], str]:
+    """Every baseline fitted on fit_idx, predicting test_idx; and the sign rule's fitted
+    orientation ("momentum" or "reversal")."""
     Xtr, ytr = ds.X[fit_idx], y01[fit_idx]
     Xte = ds.X[test_idx]
     lr = LogisticRegression.fit(Xtr, ytr)
     p_lr = lr.predict_proba(Xte)
     r1 = ds.feature("logret_1")
     mom = MomentumRule.fit(r1[fit_idx], ytr)
-    direction = mom.direction(r1[test_idx])
     prior = PriorRule.fit(ytr).predict_proba(len(test_idx))
+    knn = EuclideanKNN.fit(
+        Xtr,
+        ytr,
+        cfg.k,
+        times=ds.times[fit_idx],
+        exclude_bars=shrink_exclude_bars(ds, cfg),
+        seed=cfg.seed,
+    ).predict_proba(Xte)
     no_abstain = np.zeros(len(test_idx), dtype=bool)
     return {
         "logistic": Predictions(p_lr, no_abstain),
-        # The rule itself ranks and trades: score and side are sign(logret_1); its
-        # probability is the training fold's up rate after an up / down bar (for ECE).
+        # Its probability P(up | sign of logret_1) ranks in the fitted orientation; it
+        # trades that orientation's direction.
         "momentum": Predictions(
             mom.predict_proba(r1[test_idx]),
             no_abstain,
-            score=direction,
-            direction=direction,
-            side=direction,
+            direction=mom.direction(r1[test_idx]),
+            side=mom.direction(r1[test_idx]),
         ),
         "prior": Predictions(prior, no_abstain),
+        "euclidean_knn": Predictions(knn, no_abstain),
+    }, mom.name
+
+
+@dataclass(frozen=True)
+class EvalArrays:
+    """The per-sample context of an evaluation section (aligned with the predictions)."""
+
+    labeled: NDArray[np.bool_]
+    y: NDArray[np.float64]
+    fwd: NDArray[np.float64]
+    times: NDArray[np.int64]
+    symbols: NDArray[np.str_]
+    dates: NDArray[np.datetime64]
+    rvol: NDArray[np.float64]
+
+    @classmethod
+    def of(cls, ds: LabeledDataset, idx: NDArray[np.int64] | None = None) -> EvalArrays:
+        labeled, y01 = ds.binary()
+        sel = slice(None) if idx is None else idx
+        rvol = ds.feature("rvol_20") if "rvol_20" in ds.feature_names else ds.fwd * 0
+        return cls(
+            labeled[sel],
+            y01[sel],
+            ds.fwd[sel],
+            ds.times[sel],
+            ds.symbols[sel],
+            ds.dates[sel],
+            rvol[sel],
+        )
+
+
+def _direction(p: Predictions) -> NDArray[np.float64]:
+    d = np.sign(p.prob - 0.5) if p.direction is None else p.direction
+    return np.where(p.abstain, 0.0, d)
+
+
+def _score_of(p: Predictions) -> NDArray[np.float64]:
+    return p.prob if p.score is None else p.score
+
+
+def _opt(x: float) -> float | None:
+    return float(x) if np.isfinite(x) else None
+
+
+def _trading(ts: st.TradingSeries, cfg: TrainConfig) -> TradingMetrics:
+    net = ts.net_bp(cfg.data.cost_bp)
+    return TradingMetrics(
+        periods=int(ts.gross_bp.shape[0]),
+        periods_per_year=float(ts.periods_per_year),
+        exposure=ts.exposure,
+        turnover=float(np.mean(ts.turnover)) if ts.turnover.size else 0.0,
+        mean_gross_bp=float(np.mean(ts.gross_bp)) if ts.gross_bp.size else 0.0,
+        sharpe_gross=ts.sharpe(0.0),
+        sharpe_net=ts.sharpe(cfg.data.cost_bp),
+        mean_net_bp=float(np.mean(net)) if net.size else 0.0,
+        cost_sensitivity={f"{c:g}": ts.sharpe(c) for c in cfg.cost_grid_bp},
+    )
+
+
+def _regime_labels(ev: EvalArrays) -> dict[str, NDArray[np.str_]]:
+    cuts = np.quantile(ev.rvol, [1 / 3, 2 / 3]) if ev.rvol.size else np.zeros(2)
+    tercile = np.searchsorted(cuts, ev.rvol, side="right")
+    names = np.array(["low", "mid", "high"])
+    return {
+        "vol_tercile": names[tercile],
+        "year": ev.dates.astype("datetime64[Y]").astype(str),
+        "symbol": ev.symbols.astype(str),
     }
+
+
+def honest_section(
+    kind: str,
+    preds: dict[str, Predictions],
+    groups: NDArray[np.int64],
+    ev: EvalArrays,
+    cfg: TrainConfig,
+    *,
+    orientation: list[str] | None = None,
+    extra_trials: dict[str, Predictions] | None = None,
+) -> EvaluationSection:
+    """The honest figures of ``preds`` (keys: HONEST) over samples split into ``groups``."""
+    y, lab = ev.y, ev.labeled
+    blocks = st.block_ids(ev.times, groups, cfg.block_bars)
+    scores = {n: _score_of(p) for n, p in preds.items()}
+    null = st.block_permutation_null(y, scores, groups, lab, blocks, cfg.n_permutations, cfg.seed)
+    yl = y[lab]
+    prior_p = preds["prior"].prob[lab]
+    b_prior = st.brier(yl, prior_p) if yl.size else None
+    ll_prior = st.log_loss(yl, prior_p) if yl.size else None
+    out: dict[str, HonestMetrics] = {}
+    series: dict[str, st.TradingSeries] = {}
+    for name, p in preds.items():
+        mean, per = st.group_mean_auc(y, scores[name], groups, lab)
+        nd = null[name][np.isfinite(null[name])]
+        pl = p.prob[lab]
+        b = st.brier(yl, pl) if yl.size else None
+        ll = st.log_loss(yl, pl) if yl.size else None
+        rel = st.reliability_bins(yl, pl, cfg.reliability_bins)
+        d = _direction(p)
+        calls = lab & (d != 0)
+        ts = st.trading_series(d, ev.fwd, ev.symbols, ev.times, ev.dates)
+        series[name] = ts
+        out[name] = HonestMetrics(
+            auc_mean=mean,
+            group_aucs=per,
+            null_p=st.null_p_value(mean, null[name]),
+            null_mean=float(np.mean(nd)) if nd.size else None,
+            null_std=float(np.std(nd)) if nd.size else None,
+            brier=b,
+            brier_skill=None if b is None or not b_prior else 1.0 - b / b_prior,
+            log_loss=ll,
+            log_loss_skill=None if ll is None or not ll_prior else 1.0 - ll / ll_prior,
+            ece_quantile=st.quantile_ece(rel),
+            hit_rate=float(np.mean((d[calls] > 0) == (y[calls] == 1))) if calls.any() else None,
+            trading=_trading(ts, cfg),
+            orientation=list(orientation or []) if name == "momentum" else [],
+        )
+    lifts = {}
+    for i, b in enumerate(BASELINES):
+        boot = st.paired_block_bootstrap_lift(
+            y, scores["analog"], scores[b], groups, lab, blocks, cfg.n_bootstrap, cfg.seed + i
+        )
+        a_m, b_m = out["analog"].auc_mean, out[b].auc_mean
+        finite = boot[np.isfinite(boot)]
+        lifts[b] = LiftBound(
+            lift=None if a_m is None or b_m is None else a_m - b_m,
+            lower=float(np.quantile(finite, cfg.bound_quantile)) if finite.size else None,
+            quantile=cfg.bound_quantile,
+        )
+    rel = st.reliability_bins(yl, preds["analog"].prob[lab], cfg.reliability_bins)
+    regimes: dict[str, dict[str, dict[str, float | None]]] = {}
+    counts: dict[str, dict[str, int]] = {}
+    for rk, labels in _regime_labels(ev).items():
+        regimes[rk], counts[rk] = {}, {}
+        for value in np.unique(labels):
+            m = labels == value
+            counts[rk][str(value)] = int(np.sum(m & lab))
+            regimes[rk][str(value)] = {
+                n: st.group_mean_auc(y, scores[n], groups, lab & m)[0] for n in preds
+            }
+    # Deflated Sharpe: every forecaster evaluated here is a configuration tried.
+    trial_series = dict(series)
+    for name, p in (extra_trials or {}).items():
+        trial_series[name] = st.trading_series(
+            _direction(p), ev.fwd, ev.symbols, ev.times, ev.dates
+        )
+    trial_srs = np.array(
+        [
+            np.nan if (v := s.sharpe(cfg.data.cost_bp, annualised=False)) is None else v
+            for s in trial_series.values()
+        ]
+    )
+    net = series["analog"].net_bp(cfg.data.cost_bp)
+    sr = series["analog"].sharpe(cfg.data.cost_bp, annualised=False)
+    if sr is not None and net.size > 3 and np.std(net) > 0:
+        z = (net - net.mean()) / net.std()
+        skew, kurt = float(np.mean(z**3)), float(np.mean(z**4))
+        dsr, sr0 = st.deflated_sharpe(
+            sr, net.size, skew, kurt, trial_srs, len(trial_series) + cfg.prior_trials
+        )
+    else:
+        dsr, sr0 = None, 0.0
+    return EvaluationSection(
+        kind=kind,
+        n_samples=int(y.shape[0]),
+        n_groups=int(np.unique(groups).shape[0]),
+        first_date=str(ev.dates.min()) if ev.dates.size else None,
+        last_date=str(ev.dates.max()) if ev.dates.size else None,
+        block_bars=cfg.block_bars,
+        n_permutations=cfg.n_permutations,
+        forecasters=out,
+        lift_vs_baselines=lifts,
+        reliability=[ReliabilityRow(**vars(r)) for r in rel],
+        regimes=regimes,
+        regime_counts=counts,
+        deflated_sharpe=DeflatedSharpe(
+            sharpe_per_period=sr,
+            sr0=float(sr0),
+            n_trials=len(trial_series) + cfg.prior_trials,
+            n_obs=int(net.size),
+            dsr=dsr,
+        ),
+    )
+
+
+def walk_forward_holdout(
+    train_ds: LabeledDataset, cfg: TrainConfig, out_dir: Path, run_id: str
+) -> EvaluationSection | None:
+    """Score the data on/after the cutoff, retraining on the past only at each step.
+
+    Step j covers holdout bar times [a_j, a_j + holdout_step_bars); its models are fitted
+    on every sample from the training period's start whose label window ended before a_j
+    (no purge needed: nothing fitted sees a label that is not yet known at a_j).
+    """
+    dc = cfg.data
+    if not cfg.walk_forward_holdout or dc.cutoff is None:
+        return None
+    full_cfg = dc.model_copy(update={"cutoff": None, "max_bars": None})
+    series = [load_series(n, synthetic_bars=dc.synthetic_bars, seed=dc.seed) for n in dc.datasets]
+    full = build_dataset(series, full_cfg)
+    cut = np.datetime64(dc.cutoff, "D")
+    hold = np.flatnonzero(full.dates >= cut)
+    if hold.size == 0:
+        return None
+    labeled, y01 = full.binary()
+    first_train = train_ds.dates.min()
+    t0 = int(full.times[hold].min())
+    step = cfg.holdout_step_bars
+    groups = (full.times[hold] - t0) // step
+    kernel, params = kernel_config(cfg), scorer_params(cfg)
+    parts: dict[str, list[tuple[NDArray[np.int64], Predictions]]] = {}
+    orientation: list[str] = []
+    for j in np.unique(groups):
+        test = hold[groups == j]
+        a = t0 + int(j) * step
+        fit_idx = np.flatnonzero(labeled & (full.dates >= first_train) & (full.label_end < a))
+        model = AnalogModel.fit(
+            full.X[fit_idx],
+            y01[fit_idx],
+            full.times[fit_idx],
+            directory=out_dir / f"step{int(j)}" / "model",
+            model_id=f"{run_id}.holdout{int(j)}",
+            feature_names=full.feature_names,
+            schema_hash=full.schema_hash,
+            kernel=kernel,
+            params=params,
+            M=cfg.M,
+            ef_construction=cfg.ef_construction,
+            ef_search=cfg.ef_search,
+            seed=cfg.seed,
+            candidate_metric=cfg.candidate_stage,
+            shrink_exclude_bars=shrink_exclude_bars(full, cfg),
+        )
+        b = Scorer(model).score_batch(full.X[test], full.times[test], level=0)
+        parts.setdefault("analog", []).append((test, Predictions(b.prob_up, b.abstain)))
+        base, orient = _baselines(full, fit_idx, test, y01, cfg)
+        orientation.append(orient)
+        for name, p in base.items():
+            parts.setdefault(name, []).append((test, p))
+        log.info("holdout step %d: %d train, %d test", int(j), fit_idx.size, test.size)
+    n = len(full)
+    preds = {name: _subset(_pool(ps, n), hold) for name, ps in parts.items()}
+    return honest_section(
+        "holdout",
+        preds,
+        groups.astype(np.int64),
+        EvalArrays.of(full, hold),
+        cfg,
+        orientation=orientation,
+    )
+
+
+def _subset(p: Predictions, idx: NDArray[np.int64]) -> Predictions:
+    def take(a: NDArray[np.float64] | None) -> NDArray[np.float64] | None:
+        return None if a is None else a[idx]
+
+    return Predictions(p.prob[idx], p.abstain[idx], take(p.score), take(p.direction), take(p.side))
 
 
 @dataclass
@@ -289,6 +599,7 @@ class CrossValidation:
     no_information_overlap: bool
     purge_horizon: int
     predictions: dict[str, Predictions] = field(default_factory=dict)
+    honest: EvaluationSection | None = None
 
 
 def _pool(parts: list[tuple[NDArray[np.int64], Predictions]], n: int) -> Predictions:
@@ -320,6 +631,8 @@ def cross_validate(
     collected: dict[str, list[tuple[NDArray[np.int64], Predictions]]] = {}
     ann_parts: list[AnnAccuracy] = []
     fingerprints: set[str] = set()
+    groups = np.full(len(ds), -1, dtype=np.int64)
+    orientation: list[str] = []
     for fold in folds:
         t0 = time.perf_counter()
         fad = FoldArtifactDir.for_fold(fold_root, fold)
@@ -342,6 +655,8 @@ def cross_validate(
             ef_construction=cfg.ef_construction,
             ef_search=cfg.ef_search,
             seed=cfg.seed,
+            candidate_metric=cfg.candidate_stage,
+            shrink_exclude_bars=shrink_exclude_bars(ds, cfg),
         )
         t_fit = time.perf_counter()
         Xt, Tt = ds.X[test], ds.times[test]
@@ -353,7 +668,10 @@ def cross_validate(
         study = _neighbour_study(model, Xt, Tt)
         for name, p in study.ablation.items():
             preds[f"ablation_{name}"] = p
-        for name, p in _baselines(ds, fit_idx, test, y01).items():
+        base, orient = _baselines(ds, fit_idx, test, y01, cfg)
+        orientation.append(orient)
+        groups[test] = fold.fold_id
+        for name, p in base.items():
             preds[f"baseline_{name}"] = p
         t_score = time.perf_counter()
 
@@ -411,7 +729,19 @@ def cross_validate(
         ladder_lift_auc=_diff(om["level_0"].auc, om["level_3"].auc),
         ladder_lift_hit_rate=_diff(om["level_0"].hit_rate, om["level_3"].hit_rate),
     )
-    return CrossValidation(reports, overall, overlap_ok, purge_horizon(ds), pooled)
+    honest_preds = {"analog": pooled["level_0"]}
+    honest_preds.update({b: pooled[f"baseline_{b}"] for b in BASELINES})
+    trials = {k: v for k, v in pooled.items() if k != "level_0" and not k.startswith("baseline_")}
+    honest = honest_section(
+        "cv",
+        honest_preds,
+        groups,
+        EvalArrays.of(ds),
+        cfg,
+        orientation=orientation,
+        extra_trials=trials,
+    )
+    return CrossValidation(reports, overall, overlap_ok, purge_horizon(ds), pooled, honest)
 
 
 def _diff(a: float | None, b: float | None) -> float | None:

@@ -43,6 +43,7 @@ __all__ = [
     "MANIFEST_FILE",
     "SIGNATURE_FILE",
     "ModelVerificationError",
+    "demo_promotion_reason",
     "dev_key_path_for_model",
     "dev_key_path_for_registry",
     "discard",
@@ -169,6 +170,22 @@ def _read_canonical(path: Path) -> dict[str, Any]:
 def load_manifest(model_dir: Path) -> dict[str, Any]:
     """The manifest, parsed but NOT verified (for display); use verify_model_dir to trust it."""
     return _read_canonical(Path(model_dir) / MANIFEST_FILE)
+
+
+def demo_promotion_reason(model_dir: Path, reason: str) -> str:
+    """The audit reason for promoting a bootstrap / demo model without an operator.
+
+    The default model on daily index data fails its offline gates (that is the honest
+    outcome); `geodesic up` and the demo still need an active model. They promote it as
+    an explicit DEMO model and the failed gates go into the audit entry, so the override
+    is recorded, never silent.
+    """
+    failed = [g["name"] for g in load_manifest(model_dir).get("gates", []) if not g["passed"]]
+    if not failed:
+        return reason
+    return f"{reason}; DEMO model promoted past {len(failed)} failed offline gates: " + (
+        ", ".join(failed)
+    )
 
 
 def verify_model_dir(

@@ -121,6 +121,91 @@ class OverallReport(_Frozen):
     ladder_lift_hit_rate: float | None
 
 
+class TradingMetrics(_Frozen):
+    """Position = called direction (0 on abstain), held one horizon, equal weight across
+    symbols; cost is half the round-trip cost per unit of position change."""
+
+    periods: int
+    periods_per_year: float
+    exposure: float
+    #: Mean |delta position| per symbol and bar.
+    turnover: float
+    mean_gross_bp: float
+    sharpe_gross: float | None
+    #: Annualised Sharpe net of the configured round-trip cost.
+    sharpe_net: float | None
+    mean_net_bp: float
+    #: Round-trip cost in bp -> annualised net Sharpe.
+    cost_sensitivity: dict[str, float | None]
+
+
+class HonestMetrics(_Frozen):
+    """One forecaster on one evaluation section (CV folds or walk-forward holdout steps)."""
+
+    #: Mean of the per-group AUCs (groups: folds or walk-forward steps), never pooled.
+    auc_mean: float | None
+    group_aucs: list[float | None]
+    #: Date-block permutation null of auc_mean: p-value, mean and spread.
+    null_p: float | None
+    null_mean: float | None
+    null_std: float | None
+    brier: float | None
+    #: 1 - Brier / Brier(prior) on the same samples (> 0: better than the base rate).
+    brier_skill: float | None
+    log_loss: float | None
+    log_loss_skill: float | None
+    #: ECE over equal-count (quantile) bins.
+    ece_quantile: float | None
+    hit_rate: float | None
+    trading: TradingMetrics
+    #: Fitted orientation of the sign rule per group ("momentum" / "reversal"), if any.
+    orientation: list[str] = Field(default_factory=list)
+
+
+class LiftBound(_Frozen):
+    """Model minus baseline mean AUC with a paired date-block bootstrap lower bound."""
+
+    lift: float | None
+    lower: float | None
+    quantile: float
+
+
+class ReliabilityRow(_Frozen):
+    lo: float
+    hi: float
+    n: int
+    mean_prob: float
+    observed: float
+
+
+class DeflatedSharpe(_Frozen):
+    sharpe_per_period: float | None
+    #: Expected best per-period Sharpe of n_trials configurations with no skill.
+    sr0: float
+    n_trials: int
+    n_obs: int
+    dsr: float | None
+
+
+class EvaluationSection(_Frozen):
+    """Honest figures of one evaluation: the model against every baseline."""
+
+    kind: str  # "cv" or "holdout"
+    n_samples: int
+    n_groups: int
+    first_date: str | None
+    last_date: str | None
+    block_bars: int
+    n_permutations: int
+    forecasters: dict[str, HonestMetrics]
+    lift_vs_baselines: dict[str, LiftBound]
+    reliability: list[ReliabilityRow]
+    #: regime kind ("vol_tercile", "year", "symbol") -> value -> forecaster -> mean AUC.
+    regimes: dict[str, dict[str, dict[str, float | None]]]
+    regime_counts: dict[str, dict[str, int]]
+    deflated_sharpe: DeflatedSharpe
+
+
 class DatasetSummary(_Frozen):
     n_samples: int
     symbols: dict[str, int]
@@ -153,6 +238,9 @@ class OfflineReport(_Frozen):
     folds: list[FoldReport]
     overall: OverallReport
     no_information_overlap: bool
+    #: The honest figures: per-fold CV and the walk-forward holdout (None: no holdout data).
+    cv: EvaluationSection | None = None
+    holdout: EvaluationSection | None = None
     final_model: dict[str, Any] = Field(default_factory=dict)
     gates: list[GateRecord] = Field(default_factory=list)
     seconds: dict[str, float] = Field(default_factory=dict)
@@ -173,12 +261,65 @@ def load_report(path: str | os.PathLike[str]) -> OfflineReport:
 
 
 def write_report(report: OfflineReport, directory: Path) -> tuple[Path, Path]:
-    """reports/<model_id>/offline_report.json and offline_report.md."""
+    """reports/<model_id>/offline_report.{json,md,html} (+ reliability.png)."""
     directory.mkdir(parents=True, exist_ok=True)
     js = write_json(directory / "offline_report.json", report.model_dump(mode="json"))
     md = directory / "offline_report.md"
-    md.write_text(render_markdown(report))
+    text = render_markdown(report)
+    md.write_text(text)
+    write_html(report, text, directory)
     return js, md
+
+
+def _reliability_png(report: OfflineReport, path: Path) -> bool:
+    """Reliability diagram (quantile bins) of the model, CV and holdout; False if no data."""
+    sections = [s for s in (report.cv, report.holdout) if s is not None and s.reliability]
+    if not sections:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    lo = min(min(b.mean_prob, b.observed) for s in sections for b in s.reliability)
+    hi = max(max(b.mean_prob, b.observed) for s in sections for b in s.reliability)
+    pad = 0.02 + 0.1 * (hi - lo)
+    ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="grey", lw=1, label="perfect")
+    for s in sections:
+        ax.plot(
+            [b.mean_prob for b in s.reliability],
+            [b.observed for b in s.reliability],
+            marker="o",
+            label=f"{s.kind} (ECE {_f(s.forecasters['analog'].ece_quantile, 4)})",
+        )
+    ax.set_xlabel("mean forecast P(up) in bin (equal-count bins)")
+    ax.set_ylabel("observed up frequency")
+    ax.set_title("Reliability of the analog model")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
+
+
+def write_html(report: OfflineReport, markdown_text: str, directory: Path) -> Path:
+    """offline_report.html: the markdown report rendered, with the reliability diagram."""
+    from markdown_it import MarkdownIt
+
+    body = MarkdownIt("commonmark").enable("table").render(markdown_text)
+    if _reliability_png(report, directory / "reliability.png"):
+        body += '<h2>Reliability diagram</h2><img src="reliability.png" alt="reliability">'
+    page = (
+        '<!doctype html><html><head><meta charset="utf-8">'
+        f"<title>Offline report {report.model_id}</title><style>"
+        "body{font-family:sans-serif;max-width:70em;margin:auto}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}"
+        f"</style></head><body>{body}</body></html>"
+    )
+    path = directory / "offline_report.html"
+    path.write_text(page)
+    return path
 
 
 def _f(x: float | None, digits: int = 3) -> str:
@@ -206,6 +347,8 @@ def render_markdown(report: OfflineReport) -> str:
     lines = [
         f"# Offline report: {report.model_id}",
         "",
+        *_honest_markdown(report),
+        "",
         f"Created {report.created_at}; schema_hash `{report.schema_hash}`.",
         "",
         f"Data: {', '.join(f'{s} ({n})' for s, n in ds.symbols.items())}; "
@@ -216,7 +359,7 @@ def render_markdown(report: OfflineReport) -> str:
         f"purge horizon {ds.purge_horizon} bars; no information overlap: "
         f"{report.no_information_overlap}.",
         "",
-        "## Overall (pooled out-of-fold)",
+        "## Pooled out-of-fold (kept for comparison; pooling mixes fold score levels)",
         "",
         _HEADER,
         _row("analog model (level 0)", o.model),
@@ -288,3 +431,72 @@ def render_markdown(report: OfflineReport) -> str:
         lines += [f"- {key}: {value}" for key, value in fm.items() if not isinstance(value, dict)]
     lines.append("")
     return "\n".join(lines)
+
+
+def _honest_markdown(report: OfflineReport) -> list[str]:
+    """The headline: per-fold CV and walk-forward holdout figures, model vs baselines."""
+    lines: list[str] = []
+    for sec in (report.cv, report.holdout):
+        if sec is None:
+            continue
+        title = (
+            "Cross-validation (purged folds; per-fold mean AUC)"
+            if sec.kind == "cv"
+            else "Holdout (data on/after the cutoff, scored walk-forward; per-step mean AUC)"
+        )
+        lines += [
+            f"## {title}",
+            "",
+            f"{sec.n_samples} samples, {sec.first_date} .. {sec.last_date}, {sec.n_groups} "
+            f"groups; null: {sec.n_permutations} shuffles of {sec.block_bars}-bar date blocks.",
+            "",
+            "| forecaster | mean AUC | null p | null sd | lift over it (lower bound) | Brier "
+            "skill | log-loss skill | ECE (quantile) | hit rate | turnover | Sharpe gross "
+            "| Sharpe net |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for name, m in sec.forecasters.items():
+            lb = sec.lift_vs_baselines.get(name)
+            lift = "" if lb is None else f"{_f(lb.lift, 4)} ({_f(lb.lower, 4)})"
+            orient = f" [{', '.join(m.orientation)}]" if m.orientation else ""
+            t = m.trading
+            lines.append(
+                f"| {name}{orient} | {_f(m.auc_mean, 4)} | {_f(m.null_p)} | "
+                f"{_f(m.null_std, 4)} | {lift} | {_f(m.brier_skill, 4)} | "
+                f"{_f(m.log_loss_skill, 4)} | {_f(m.ece_quantile, 4)} | {_f(m.hit_rate)} | "
+                f"{_f(t.turnover)} | {_f(t.sharpe_gross, 2)} | {_f(t.sharpe_net, 2)} |"
+            )
+        costs = sorted(next(iter(sec.forecasters.values())).trading.cost_sensitivity, key=float)
+        lines += [
+            "",
+            "Cost sensitivity (annualised net Sharpe; cost = round trip in bp, charged on "
+            "position changes):",
+            "",
+            "| forecaster | " + " | ".join(f"{c} bp" for c in costs) + " |",
+            "|---|" + "---|" * len(costs),
+        ]
+        for name, m in sec.forecasters.items():
+            cs = m.trading.cost_sensitivity
+            lines.append(f"| {name} | " + " | ".join(_f(cs[c], 2) for c in costs) + " |")
+        names = list(sec.forecasters)
+        lines += ["", "Mean AUC by regime:", "", "| regime | n | " + " | ".join(names) + " |"]
+        lines.append("|---|---|" + "---|" * len(names))
+        for rk, values in sec.regimes.items():
+            for value, by in values.items():
+                lines.append(
+                    f"| {rk}={value} | {sec.regime_counts[rk][value]} | "
+                    + " | ".join(_f(by[n]) for n in names)
+                    + " |"
+                )
+        ds = sec.deflated_sharpe
+        lines += [
+            "",
+            f"Deflated Sharpe ratio of the model: {_f(ds.dsr)} (per-period Sharpe "
+            f"{_f(ds.sharpe_per_period, 4)} vs {_f(ds.sr0, 4)} expected from the best of "
+            f"{ds.n_trials} no-skill configurations, {ds.n_obs} periods).",
+            "",
+            "Reliability (quantile bins): "
+            + ", ".join(f"{r.mean_prob:.3f}->{r.observed:.3f}" for r in sec.reliability),
+            "",
+        ]
+    return lines

@@ -47,6 +47,8 @@ from geodesic.lifecycle.evaluation import (
     cross_validate,
     kernel_config,
     scorer_params,
+    shrink_exclude_bars,
+    walk_forward_holdout,
 )
 from geodesic.lifecycle.gates import GateResult, offline_gates
 from geodesic.lifecycle.registry import (
@@ -58,6 +60,7 @@ from geodesic.lifecycle.registry import (
 )
 from geodesic.lifecycle.reports import (
     DatasetSummary,
+    EvaluationSection,
     GateRecord,
     OfflineReport,
     write_json,
@@ -65,13 +68,16 @@ from geodesic.lifecycle.reports import (
 )
 from geodesic.lifecycle.signing import SigningKey, resolve_signing_key
 from lorentzcore.model import AnalogModel
+from lorentzcore.scorer import Scorer
 
 __all__ = [
     "TrainResult",
     "default_model_id",
     "describe",
     "evaluate",
+    "excluded_features",
     "manifest_fields",
+    "offline_report",
     "train",
 ]
 
@@ -99,13 +105,14 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _report(
+def offline_report(
     run_id: str,
     ds: LabeledDataset,
     cfg: TrainConfig,
     cv: CrossValidation,
     seconds: dict[str, float],
     final_model: dict[str, Any] | None = None,
+    holdout: EvaluationSection | None = None,
 ) -> OfflineReport:
     return OfflineReport(
         model_id=run_id,
@@ -117,6 +124,8 @@ def _report(
         folds=cv.folds,
         overall=cv.overall,
         no_information_overlap=cv.no_information_overlap,
+        cv=cv.honest,
+        holdout=holdout,
         final_model=final_model or {},
         seconds=seconds,
     )
@@ -142,12 +151,46 @@ def evaluate(
     t_data = time.perf_counter()
     cv = cross_validate(ds, cfg, out / "folds", run_id)
     t_cv = time.perf_counter()
-    seconds = {"dataset": t_data - t0, "cross_validation": t_cv - t_data}
-    report = _report(run_id, ds, cfg, cv, seconds)
+    holdout = walk_forward_holdout(ds, cfg, out / "holdout", run_id)
+    t_hold = time.perf_counter()
+    seconds = {
+        "dataset": t_data - t0,
+        "cross_validation": t_cv - t_data,
+        "holdout_walk_forward": t_hold - t_cv,
+    }
+    report = offline_report(run_id, ds, cfg, cv, seconds, holdout=holdout)
     gates = offline_gates(report, thresholds)
     report = _with_gates(report, gates)
     paths = write_report(report, out)
     return TrainResult(run_id, None, report, paths, gates, None, time.perf_counter() - t0)
+
+
+def excluded_features(model: AnalogModel) -> list[dict[str, str]]:
+    """Features the model does not use, and why (the manifest's ``excluded_features``)."""
+    mask = model.spec.feature_mask
+    if mask is None:
+        return []
+    return [
+        {"name": name, "reason": "no information in training (constant column)"}
+        for name, used in zip(model.spec.feature_names, mask, strict=True)
+        if not used
+    ]
+
+
+def _monitoring_features(ds: LabeledDataset, cfg: TrainConfig) -> np.ndarray:
+    """The training features as the drift monitor should expect them live.
+
+    Identical to ds.X except the spread column of a "constant"-spread data set: the model
+    ignores that column, but live bars carry the replay's jittered quotes, so the drift
+    reference takes its spread from the replay model (same bars, same seed).
+    """
+    if cfg.data.spread_model != "constant" or "spread_bp" not in ds.feature_names:
+        return ds.X
+    live = load_training_dataset(cfg.data.model_copy(update={"spread_model": "replay"}))
+    j = ds.feature_names.index("spread_bp")
+    X = ds.X.copy()
+    X[:, j] = live.X[:, j]
+    return X
 
 
 def manifest_fields(
@@ -165,6 +208,7 @@ def manifest_fields(
         "created_at": report.created_at,
         "schema_hash": spec.schema_hash,
         "feature_names": list(spec.feature_names),
+        "excluded_features": excluded_features(model),
         "thresholds": {
             "long": spec.params.long_threshold,
             "short": spec.params.short_threshold,
@@ -222,6 +266,20 @@ def manifest_fields(
                 for f in report.folds
             ],
         },
+        "honest": {
+            sec.kind: {
+                name: {
+                    "auc_mean": m.auc_mean,
+                    "null_p": m.null_p,
+                    "brier_skill": m.brier_skill,
+                    "ece_quantile": m.ece_quantile,
+                    "sharpe_net": m.trading.sharpe_net,
+                }
+                for name, m in sec.forecasters.items()
+            }
+            for sec in (report.cv, report.holdout)
+            if sec is not None
+        },
         "gates": [g.model_dump(mode="json") for g in report.gates],
         "gates_passed": all(g.passed for g in report.gates),
         "certification": certification,
@@ -253,6 +311,7 @@ def train(
         ds = load_training_dataset(cfg.data)
         t_data = time.perf_counter()
         cv = cross_validate(ds, cfg, out / "folds", model_id)
+        holdout = walk_forward_holdout(ds, cfg, out / "holdout", model_id)
         t_cv = time.perf_counter()
 
         labeled, y01 = ds.binary()
@@ -271,10 +330,16 @@ def train(
             ef_search=cfg.ef_search,
             seed=cfg.seed,
             extra={"lifecycle": "geodesic.lifecycle/1", "bar_offset": cfg.data.bar_offset},
+            candidate_metric=cfg.candidate_stage,
+            shrink_exclude_bars=shrink_exclude_bars(ds, cfg),
         )
-        radius = np.linalg.norm(model.whitener.transform(ds.X), axis=1)
+        scorer = Scorer(model)
+        radius = np.linalg.norm(np.stack([scorer.whiten(x) for x in ds.X]), axis=1)
         write_json(
-            staging / DRIFT_FILE, drift_reference(ds.X, ds.feature_names, whitened_radius=radius)
+            staging / DRIFT_FILE,
+            drift_reference(
+                _monitoring_features(ds, cfg), ds.feature_names, whitened_radius=radius
+            ),
         )
         t_fit = time.perf_counter()
 
@@ -305,7 +370,7 @@ def train(
             "final_fit": t_fit - t_cv,
             "certify": t_cert - t_fit,
         }
-        report = _report(model_id, ds, cfg, cv, seconds, final)
+        report = offline_report(model_id, ds, cfg, cv, seconds, final, holdout)
         gates = offline_gates(report, thresholds)
         report = _with_gates(report, gates)
         fields = manifest_fields(model, cfg, report, thresholds, certification)
@@ -326,7 +391,16 @@ def describe(result: TrainResult) -> str:
     o = result.report.overall
     lines = [
         f"model {result.model_id}" + (f" -> {result.model_dir}" if result.model_dir else ""),
-        f"  AUC {_fmt(o.model.auc)} (logistic {_fmt(o.baselines['logistic'].auc)}, momentum "
+        *(
+            f"  {sec.kind}: "
+            + "; ".join(
+                f"{n} AUC {_fmt(m.auc_mean, 4)} p {_fmt(m.null_p)} BSS {_fmt(m.brier_skill, 4)}"
+                for n, m in sec.forecasters.items()
+            )
+            for sec in (result.report.cv, result.report.holdout)
+            if sec is not None
+        ),
+        f"  pooled AUC {_fmt(o.model.auc)} (logistic {_fmt(o.baselines['logistic'].auc)}, momentum "
         f"{_fmt(o.baselines['momentum'].auc)}); hit rate {_fmt(o.model.hit_rate)}; "
         f"ECE {_fmt(o.model.ece)}",
         f"  ANN accuracy vs exact Lorentz {_fmt(o.ann.pipeline_recall_vs_exact_lorentz, 4)}; "

@@ -19,14 +19,12 @@ from geodesic.marketdata.datasets import (
     split_by_date,
     split_fraction,
 )
-from geodesic.marketdata.recorder import (
+from geodesic.marketdata.recording import (
     BarRecorder,
     FeatureRecorder,
     RecorderStats,
-    RecordResult,
     load_bars_npz,
     read_recording,
-    record,
 )
 from geodesic.marketdata.replay import (
     FaultInjector,
@@ -62,7 +60,6 @@ __all__ = [
     "Message",
     "Producer",
     "PublishResult",
-    "RecordResult",
     "RecorderStats",
     "Regime",
     "ReplayConfig",
@@ -81,7 +78,6 @@ __all__ = [
     "load_dataset",
     "publish",
     "read_recording",
-    "record",
     "register_dataset",
     "replay_messages",
     "replay_ticks",

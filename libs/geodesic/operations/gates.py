@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from geodesic.control.state import ControlSnapshot
@@ -32,7 +33,9 @@ __all__ = [
     "failures",
     "gate_table",
     "live_rows",
+    "model_checks",
     "offline_rows",
+    "overridable",
     "verification_row",
 ]
 
@@ -97,6 +100,33 @@ def offline_rows(manifest: Mapping[str, Any]) -> list[GateRow]:
             )
         )
     return rows
+
+
+def model_checks(registry: Path, model_id: str, *, gates: bool = True) -> list[GateRow]:
+    """Registry verification (existence, signature, sha256, the serving schema hash), then
+    the offline gates recorded in the verified manifest (an unverified one is not believed).
+
+    The imports are local: verification needs the feature schema, which pulls numpy, and
+    the emergency commands (kill-switch, halt) must not pay for it.
+    """
+    from geodesic.features.compute import SCHEMA_HASH
+    from geodesic.lifecycle.registry import ModelVerificationError, verify_model_dir
+
+    if not (registry / model_id).is_dir():
+        return [verification_row(f"model {model_id!r} not found in registry {registry}")]
+    try:
+        manifest = verify_model_dir(registry / model_id, SCHEMA_HASH)
+    except (ModelVerificationError, OSError) as exc:
+        return [verification_row(str(exc))]
+    rows = [verification_row(None, manifest.get("schema_hash"))]
+    return rows + offline_rows(manifest) if gates else rows
+
+
+def overridable(row: GateRow) -> bool:
+    """Whether ``--force`` may override a failed row: offline and live gates are judgement
+    calls an operator may overrule; a model that is missing, tampered with or built for
+    another feature schema (source "registry") cannot serve at all, so never."""
+    return row.source != "registry"
 
 
 def _holds(value: Any, comparison: str, limit: Any) -> bool:

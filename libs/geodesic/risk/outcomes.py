@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 from geodesic.contracts import Bar, Outcome, ScoredSignal
 from geodesic.risk.dedup import SeenIds
@@ -56,7 +57,7 @@ class MarkoutLabeler:
             del book.bar_idx[: len(book.bar_idx) - self.max_bars]
         return self._resolve(bar.symbol)
 
-    def snapshot(self, max_ids: int = 5000) -> dict:
+    def snapshot(self, max_ids: int = 5000) -> dict[str, Any]:
         """JSON-able state: recent bars, pending signals and recently seen ids."""
         return {
             "horizon": self.horizon,
@@ -72,7 +73,7 @@ class MarkoutLabeler:
             "unlabelled": self.unlabelled,
         }
 
-    def restore(self, state: dict) -> None:
+    def restore(self, state: dict[str, Any]) -> None:
         if int(state["horizon"]) != self.horizon:
             raise ValueError(f"snapshot horizon {state['horizon']} != {self.horizon}")
         self._books = defaultdict(_SymbolBook)

@@ -119,7 +119,7 @@ class DriftMonitor:
 
 @dataclass
 class _SymbolVol:
-    returns: deque = field(default_factory=lambda: deque(maxlen=500))
+    returns: deque[float] = field(default_factory=lambda: deque(maxlen=500))
     last_close: float | None = None
 
 
@@ -137,7 +137,7 @@ class SupervisorState:
         self.parity_failures_seen = 0
         self.parity_failures_at_last_rollout: int | None = None
         self.last_decisions: dict[str, GuardDecision] = {}
-        self._rollout_key: tuple | None = None
+        self._rollout_key: tuple[str, str | None, str | None] | None = None
 
     # ---- inputs ---------------------------------------------------------------------
     def on_outcome(self, o: Outcome) -> None:

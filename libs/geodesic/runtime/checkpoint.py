@@ -65,7 +65,9 @@ class CheckpointStore:
         }
         await self.redis.set(self.global_key(name), json.dumps(doc))
 
-    async def load_global(self, name: str) -> tuple[dict[TopicPartition, int], dict] | None:
+    async def load_global(
+        self, name: str
+    ) -> tuple[dict[TopicPartition, int], dict[str, Any]] | None:
         raw = await self.redis.get(self.global_key(name))
         if raw is None:
             return None

@@ -49,8 +49,9 @@ class ServiceHttp:
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
         server = site._server  # aiohttp exposes the bound socket only here
-        if server is not None and server.sockets:
-            self.port = server.sockets[0].getsockname()[1]
+        sockets = getattr(server, "sockets", None)  # an asyncio.Server once started
+        if sockets:
+            self.port = int(sockets[0].getsockname()[1])
         return self.port
 
     async def stop(self) -> None:

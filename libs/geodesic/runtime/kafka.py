@@ -160,7 +160,7 @@ class KafkaSettings(BaseSettings):
         """The TLS context for SSL / SASL_SSL (system CAs unless ssl_cafile is set)."""
         if not self.uses_tls:
             return None
-        context = create_ssl_context(
+        context: ssl.SSLContext = create_ssl_context(
             cafile=self.ssl_cafile,
             certfile=self.ssl_certfile,
             keyfile=self.ssl_keyfile,

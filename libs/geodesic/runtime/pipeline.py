@@ -24,6 +24,11 @@ A fetch high watermark that goes backwards, or a position beyond it, is treated 
 way (that catches a restart under a consumer that has not rejoined its group yet).
 Recovery semantics are in docs/broker-notes.md ("Broker restart").
 
+An output the broker will never take (larger than the producer's or the broker's message
+limit) is replaced by a bounded dead letter (:mod:`geodesic.runtime.deadletters`) instead
+of failing the batch: a failed batch is retried from the same offsets after a restart,
+so one oversized record would stop the service for good.
+
 The state store (Redis) may be unreachable for a while: a failed checkpoint is skipped
 (offsets are then not committed either, so nothing runs ahead of the last checkpoint),
 time-driven work that needs the store is retried later, and restoring state on
@@ -39,11 +44,16 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import CommitFailedError
+from aiokafka.errors import (
+    CommitFailedError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+)
 from aiokafka.structs import OffsetAndMetadata
 from redis.exceptions import RedisError
 
@@ -52,6 +62,13 @@ log = logging.getLogger(__name__)
 #: Failures of the state store that a later attempt can fix (Redis down, restarting,
 #: loading its append-only file): retried or skipped, never fatal to the loop.
 STATE_STORE_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError)
+
+#: The broker will never take these outputs, however often they are retried.
+UNPRODUCIBLE_ERRORS: tuple[type[BaseException], ...] = (
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    RecordListTooLargeError,
+)
 
 _RESTORE_RETRY_MAX_S = 2.0
 _WARN_EVERY_S = 5.0
@@ -88,6 +105,12 @@ class Output:
     topic: str
     key: bytes | None
     value: bytes
+
+
+class DeadLetterHook(Protocol):
+    """Turns an output the broker refuses into a dead letter (DeadLetterSink does)."""
+
+    def unproducible(self, out: Output, exc: BaseException, context: str) -> Output: ...
 
 
 class PartitionProcessor(Protocol):
@@ -195,8 +218,10 @@ class StreamLoop:
         max_records: int = 500,
         poll_timeout_ms: int = 100,
         commit_interval_ms: int = 250,
+        dead_letters: DeadLetterHook | None = None,
     ) -> None:
         self.consumer = consumer
+        self.dead_letters = dead_letters
         self.producer = producer
         self.processor = processor
         self.topics = list(topics)
@@ -220,6 +245,10 @@ class StreamLoop:
 
     def stop(self) -> None:
         self._stopping.set()
+
+    def position(self, tp: TopicPartition) -> int | None:
+        """Next offset to process in ``tp`` (None before the first record or seek)."""
+        return self._positions.get(tp)
 
     def behind(self, tp: TopicPartition) -> bool:
         """True while ``tp`` has records in the log that this loop has not processed yet.
@@ -378,15 +407,42 @@ class StreamLoop:
             # partitions moved during the batch; the new owner resumes from checkpoints
             log.warning("commit failed after rebalance: %s", exc)
 
+    async def _send(self, out: Output, context: str) -> asyncio.Future[Any]:
+        try:
+            fut: asyncio.Future[Any] = await self.producer.send(out.topic, out.value, key=out.key)
+        except UNPRODUCIBLE_ERRORS as exc:
+            if self.dead_letters is None:
+                raise
+            letter = self.dead_letters.unproducible(out, exc, context)
+            log.warning("output for %s refused (%s): dead-lettered", out.topic, exc)
+            fut = await self.producer.send(letter.topic, letter.value, key=letter.key)
+        return fut
+
+    async def _acknowledged(self, pending: list[tuple[Output, str, asyncio.Future[Any]]]) -> None:
+        """Wait for every output; one the broker refuses for its size is dead-lettered."""
+        results = await asyncio.gather(*(f for _, _, f in pending), return_exceptions=True)
+        retry: list[tuple[Output, str, asyncio.Future[Any]]] = []
+        for (out, context, _), result in zip(pending, results, strict=True):
+            if not isinstance(result, BaseException):
+                continue
+            if not isinstance(result, UNPRODUCIBLE_ERRORS) or self.dead_letters is None:
+                raise result
+            letter = self.dead_letters.unproducible(out, result, context)
+            log.warning("broker refused an output for %s (%s): dead-lettered", out.topic, result)
+            retry.append((letter, context, await self._send(letter, context)))
+        if retry:
+            await self._acknowledged(retry)
+
     async def handle_batches(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
-        pending: list[asyncio.Future] = []
+        pending: list[tuple[Output, str, asyncio.Future[Any]]] = []
         n_out = 0
         batches = await self._check_logs(batches)
         for tp, records in batches.items():
             if not records:
                 continue
+            context = f"while processing {tp.topic}:{tp.partition}@{records[0].offset}"
             for out in await self.processor.process(tp, records):
-                pending.append(await self.producer.send(out.topic, out.value, key=out.key))
+                pending.append((out, context, await self._send(out, context)))
                 n_out += 1
             self._positions[tp] = records[-1].offset + 1
             self._fingerprints[tp] = record_fingerprint(records[-1])
@@ -397,14 +453,14 @@ class StreamLoop:
             self._state_store_failed("idle work", exc)
             idle = []
         for out in idle:
-            pending.append(await self.producer.send(out.topic, out.value, key=out.key))
+            pending.append((out, "from idle work", await self._send(out, "from idle work")))
             n_out += 1
         if pending:
-            await asyncio.gather(*pending)
+            await self._acknowledged(pending)
         if not batches and not n_out:
             await self.commit()
             return
-        positions = {
+        positions: dict[TopicPartition, int] = {
             tp: Position(o, self._fingerprints.get(tp))
             for tp, o in self._positions.items()
             if tp in self.stats.assigned

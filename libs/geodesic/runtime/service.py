@@ -1,8 +1,9 @@
 """Hosting one service process: settings, Redis, Kafka clients, HTTP, the stream loop.
 
-A service module supplies a processor (its logic) and a settings class; this module does
-the wiring the same way for all five, so each service's app.py stays a page of its own
-logic. Starting is explicit (`await runner.start()`): importing a service has no effects.
+A service is a :class:`Service` subclass (its declaration, settings class and logic);
+:class:`ServiceRunner` does the wiring the same way for all five, so each service's
+app.py stays a page of its own logic. Starting is explicit (`await runner.start()`):
+importing a service has no effects. ``python -m <service>`` is :func:`serve`.
 """
 
 from __future__ import annotations
@@ -12,15 +13,21 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, TypeVar
 
 import redis.asyncio as aioredis
-from pydantic import AliasChoices, Field, ValidationError
+from aiokafka import TopicPartition
+from prometheus_client import CollectorRegistry
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
+from geodesic.contracts.services import ServiceSpec
+from geodesic.runtime.deadletters import DeadLetterSink
 from geodesic.runtime.http import ServiceHttp
 from geodesic.runtime.kafka import KafkaSettings, make_consumer, make_producer
 from geodesic.runtime.pipeline import PartitionProcessor, StreamLoop
@@ -37,10 +44,11 @@ class ServiceSettings(BaseSettings):
 
     model_config = SettingsConfigDict(frozen=True, extra="ignore", env_nested_delimiter="__")
 
+    dlq_topic: str = Field(description="Where records this service cannot process go.")
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=0, ge=0, le=65535)
-    redis_url: str = Field(
-        default="redis://127.0.0.1:6379/0",
+    redis_url: SecretStr = Field(  # may carry a password: never printed or logged
+        default=SecretStr("redis://127.0.0.1:6379/0"),
         validation_alias=AliasChoices("GEODESIC_REDIS_URL", "redis_url"),
     )
     redis_prefix: str = Field(
@@ -64,35 +72,78 @@ class ServiceSettings(BaseSettings):
     )
 
 
+def settings_config(spec: ServiceSpec) -> SettingsConfigDict:
+    """A service's settings config: its declared prefix, frozen, nested with __."""
+    return SettingsConfigDict(
+        env_prefix=spec.env_prefix, frozen=True, extra="ignore", env_nested_delimiter="__"
+    )
+
+
+@dataclass(frozen=True)
+class LoopContext:
+    """What a service's logic may use of its host: the state store and the stream loop."""
+
+    redis: aioredis.Redis
+    #: True while a partition has records in the log not processed yet.
+    behind: Callable[[TopicPartition], bool]
+    #: Partition count of a topic as the broker reports it (None until known).
+    partitions_for: Callable[[str], int | None]
+
+
+S = TypeVar("S", bound=ServiceSettings)
+
+
+class Service(ABC, Generic[S]):
+    """One service: what the runner asks of it, in the order it asks.
+
+    ``start`` (connect to what the service needs besides Kafka), ``processor`` (the
+    stream logic, built once), then ``info`` / ``ready`` while it runs, ``stop`` last.
+    """
+
+    spec: ClassVar[ServiceSpec]
+    settings_class: ClassVar[type[ServiceSettings]]
+
+    def __init__(self, settings: S | None = None) -> None:
+        self.settings: S = settings or self.settings_class()  # type: ignore[assignment]
+        self.registry = CollectorRegistry()
+        self.dead_letters = DeadLetterSink(
+            self.settings.dlq_topic, self.registry, service=self.spec.name
+        )
+
+    @abstractmethod
+    def topics(self) -> list[str]:
+        """The topics the stream loop subscribes to."""
+
+    async def start(self, ctx: LoopContext) -> None:
+        """Connect what the processor needs (control plane, models) before it is built."""
+
+    @abstractmethod
+    def processor(self, ctx: LoopContext) -> PartitionProcessor: ...
+
+    def info(self) -> dict[str, Any]:
+        return {}
+
+    def ready(self) -> tuple[bool, str]:
+        return True, "ok"
+
+    async def stop(self) -> None:
+        """Release what start() took."""
+
+
 class ServiceRunner:
     """Starts and stops one service's moving parts in the right order."""
 
-    def __init__(
-        self,
-        name: str,
-        settings: ServiceSettings,
-        *,
-        topics: Sequence[str],
-        processor_factory: Callable[[aioredis.Redis], PartitionProcessor],
-        registry: Any,
-        info: Callable[[], dict[str, Any]] | None = None,
-        readiness: Callable[[], tuple[bool, str]] | None = None,
-        on_start: Callable[[aioredis.Redis], Any] | None = None,
-        on_stop: Callable[[], Any] | None = None,
-    ) -> None:
-        self.name = name
-        self.settings = settings
-        self.topics = list(topics)
-        self._processor_factory = processor_factory
-        self.registry = registry
-        self._info = info or dict
-        self._readiness = readiness
-        self._on_start = on_start
-        self._on_stop = on_stop
+    def __init__(self, service: Service[Any]) -> None:
+        self.service = service
+        self.spec = service.spec
+        self.name = service.spec.name
+        self.settings: ServiceSettings = service.settings
+        self.topics = service.topics()
+        self.registry = service.registry
         self.redis: aioredis.Redis | None = None
         self.loop: StreamLoop | None = None
         self.http: ServiceHttp | None = None
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         self.processor: PartitionProcessor | None = None
 
     def ready(self) -> tuple[bool, str]:
@@ -102,35 +153,66 @@ class ServiceRunner:
             return False, "waiting for partition assignment"
         if self._task is not None and self._task.done():
             return False, "stream loop stopped"
-        if self._readiness is not None:
-            return self._readiness()
-        return True, "ok"
+        return self.service.ready()
 
     def info(self) -> dict[str, Any]:
-        base: dict[str, Any] = {"topics": self.topics, "group_id": self.group_id}
+        base: dict[str, Any] = {
+            "service": self.name,
+            "topics": self.topics,
+            "group_id": self.group_id,
+            "dead_letters": {
+                "topic": self.service.dead_letters.topic,
+                "count": self.service.dead_letters.count,
+                "by_reason": dict(self.service.dead_letters.by_reason),
+            },
+        }
         if self.loop is not None:
             st = self.loop.stats
             base["loop"] = {
                 "batches": st.batches,
                 "records": st.records,
                 "outputs": st.outputs,
+                "last_batch_ns": st.last_batch_ns,
                 "assigned": sorted(f"{tp.topic}:{tp.partition}" for tp in st.assigned),
+                "lag": self.lag(),
                 "state_store_errors": st.state_store_errors,
                 "log_resets": st.log_resets,
             }
-        base.update(self._info())
+        base.update(self.service.info())
         return base
+
+    def lag(self) -> dict[str, int]:
+        """Records in the log not processed yet, per assigned partition (fetch high watermark
+        minus position; a partition not fetched yet is left out)."""
+        if self.loop is None:
+            return {}
+        out: dict[str, int] = {}
+        for tp in self.loop.stats.assigned:
+            highwater = self.loop.consumer.highwater(tp)
+            position = self.loop.position(tp)
+            if highwater is not None and position is not None:
+                out[f"{tp.topic}:{tp.partition}"] = max(0, highwater - position)
+        return out
 
     @property
     def group_id(self) -> str:
-        return self.settings.group_id or f"geodesic-{self.name}"
+        return self.settings.group_id or self.spec.group_id
+
+    def _behind(self, tp: TopicPartition) -> bool:
+        return self.loop is not None and self.loop.behind(tp)
+
+    def _partitions_for(self, topic: str) -> int | None:
+        if self.loop is None:
+            return None
+        parts = self.loop.consumer.partitions_for_topic(topic)
+        return len(parts) if parts else None
 
     async def start(self) -> int:
         s = self.settings
         self.redis = redis_client(s)
-        if self._on_start is not None:
-            await self._on_start(self.redis)
-        self.processor = self._processor_factory(self.redis)
+        ctx = LoopContext(self.redis, self._behind, self._partitions_for)
+        await self.service.start(ctx)
+        self.processor = self.service.processor(ctx)
         consumer = make_consumer(s.kafka, group_id=self.group_id, client_id=self.name)
         producer = make_producer(s.kafka, client_id=self.name)
         await producer.start()
@@ -143,6 +225,7 @@ class ServiceRunner:
             max_records=s.max_records,
             poll_timeout_ms=s.poll_timeout_ms,
             commit_interval_ms=s.commit_interval_ms,
+            dead_letters=self.service.dead_letters,
         )
         self.http = ServiceHttp(
             self.name, self.registry, self.info, self.ready, host=s.http_host, port=s.http_port
@@ -168,8 +251,7 @@ class ServiceRunner:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-        if self._on_stop is not None:
-            await self._on_stop()
+        await self.service.stop()
         if self.loop is not None:
             with contextlib.suppress(Exception):
                 await self.loop.consumer.stop()
@@ -199,20 +281,27 @@ class ServiceRunner:
             await self.stop()
 
 
+def serve(service_class: type[Service[Any]]) -> None:
+    """``python -m <service>``: settings from the environment, run until SIGTERM."""
+    settings = load_settings(service_class.settings_class, service_class.spec.name)
+    configure_logging(settings.log_level)
+    asyncio.run(ServiceRunner(service_class(settings)).run_forever())
+
+
 def redis_client(settings: ServiceSettings) -> aioredis.Redis:
     """The service's Redis client: bounded timeouts and retries (see redis_timeout_s)."""
     return aioredis.from_url(
-        settings.redis_url,
+        settings.redis_url.get_secret_value(),
         socket_timeout=settings.redis_timeout_s,
         socket_connect_timeout=settings.redis_timeout_s,
         retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), 2),
     )
 
 
-S = TypeVar("S", bound=BaseSettings)
+B = TypeVar("B", bound=BaseSettings)
 
 
-def load_settings(cls: type[S], service: str) -> S:
+def load_settings(cls: type[B], service: str) -> B:
     """Settings from the environment, or exit with status 2 and one line per problem.
 
     For ``python -m <service>``: an operator sees which variable is wrong instead of a
@@ -230,7 +319,7 @@ def load_settings(cls: type[S], service: str) -> S:
         raise SystemExit(2) from None
 
 
-def _describe_error(model: type[BaseSettings], loc: tuple, msg: str) -> str:
+def _describe_error(model: type[BaseSettings], loc: tuple[int | str, ...], msg: str) -> str:
     if not loc:
         return msg
     path = [str(part) for part in loc]

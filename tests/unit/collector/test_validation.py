@@ -1,4 +1,5 @@
 import base64
+import hashlib
 import json
 import math
 
@@ -14,9 +15,11 @@ from collector.validation import (
     RejectReason,
     ValidationPolicy,
     classify,
-    make_dead_letter,
+    expected_partition,
 )
-from geodesic.contracts import Tick
+from geodesic.contracts import Tick, make_dead_letter
+from geodesic.contracts.models import DEAD_LETTER_RAW_MAX
+from geodesic.contracts.reasons import CLASSIFY_REASONS
 
 NOW = 1_700_000_000_000_000_000
 POLICY = ValidationPolicy()
@@ -124,10 +127,9 @@ def test_hostile_input_maps_to_its_reason_code(raw, reason):
 
 
 def test_every_classify_reason_code_is_exercised():
-    tracker_only = {RejectReason.DUPLICATE_SEQ, RejectReason.OUT_OF_ORDER_SEQ}
     config_dependent = {RejectReason.UNKNOWN_SYMBOL, RejectReason.KEY_MISMATCH}
     covered = {reason for _, reason in HOSTILE} | config_dependent
-    assert covered == set(RejectReason) - tracker_only
+    assert covered == CLASSIFY_REASONS
 
 
 def test_reason_codes_are_stable_strings():
@@ -214,7 +216,8 @@ def test_dead_letter_keeps_reason_raw_bytes_and_key():
     verdict = classify(raw, b"E\xffS", NOW, POLICY)
     assert isinstance(verdict, Rejected)
     dead = make_dead_letter(
-        verdict,
+        verdict.reason,
+        verdict.detail,
         raw=raw,
         key=b"E\xffS",
         source_topic="md.ticks.raw",
@@ -226,6 +229,39 @@ def test_dead_letter_keeps_reason_raw_bytes_and_key():
     assert base64.b64decode(dead.raw_b64) == raw
     assert dead.key == "E\\xffS"
     assert (dead.partition, dead.offset, dead.ts_ns) == (3, 42, NOW)
+    assert (dead.raw_len, dead.truncated) == (len(raw), False)
+
+
+@pytest.mark.parametrize("size", [900 * 1024, 2 * 1024 * 1024])
+def test_dead_letter_of_a_huge_payload_keeps_its_head_and_identity_and_fits_a_message(
+    size: int,
+) -> None:
+    raw = bytes(range(256)) * (size // 256)
+    dead = make_dead_letter(
+        "oversized",
+        "x" * 10_000,
+        raw=raw,
+        key=b"K" * 10_000,
+        source_topic="md.ticks.raw",
+        partition=0,
+        offset=1,
+        now_ns=NOW,
+    )
+    assert dead.truncated and dead.raw_len == len(raw)
+    assert dead.raw_sha256 == hashlib.sha256(raw).hexdigest()
+    head = base64.b64decode(dead.raw_b64)
+    assert raw.startswith(head) and len(head) == DEAD_LETTER_RAW_MAX
+    assert len(dead.to_bytes()) < 128 * 1024  # far below any broker's message limit
+
+
+def test_expected_partition_matches_kafkas_default_partitioner() -> None:
+    # Reference values of the Java client's murmur2 partitioner (Utils.murmur2 & 0x7fffffff
+    # % n), as kafka-python and aiokafka reproduce them.
+    from aiokafka.partitioner import DefaultPartitioner
+
+    for key in (b"AAPL", b"ES", b"MSFT", b"BTC-USD", b"x" * 31):
+        for n in (1, 3, 4, 12):
+            assert expected_partition(key, n) == DefaultPartitioner()(key, list(range(n)), [])
 
 
 # --- properties ---------------------------------------------------------------------------

@@ -23,7 +23,11 @@ def test_train_quick_on_real_data_then_verify_certify_and_refuse_tampering(roots
     out = json.loads(capsys.readouterr().out)
     model_dir = registry / "cli-q"
     assert out["model_id"] == "cli-q" and out["model_dir"] == str(model_dir)
-    assert {g["name"] for g in out["gates"]} >= {"ann_accuracy", "auc_vs_logistic", "ece"}
+    assert {g["name"] for g in out["gates"]} >= {
+        "ann_accuracy",
+        "cv_lift_lower_vs_logistic",
+        "cv_ece",
+    }
     for name in ("offline_report.json", "offline_report.md", "certify.json", "certify.md"):
         assert (reports / "cli-q" / name).is_file()
     manifest = load_manifest(model_dir)

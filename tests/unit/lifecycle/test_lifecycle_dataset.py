@@ -134,7 +134,7 @@ def test_replay_spread_model_matches_live_spread_distribution_and_keeps_whitenin
     """A constant training spread makes spread_bp a degenerate column (the live replay's
     jittered quotes give ~2.06 +- 0.09 bp); whitening then blows a live value up."""
     s = load_dataset("sp500").take(slice(0, 1500))
-    replay_cfg = DatasetConfig(cutoff=None)
+    replay_cfg = DatasetConfig(cutoff=None, spread_model="replay")
     sp = training_spreads(s.close, s.symbol, replay_cfg) / s.close * 1e4
     assert 2.0 < sp.mean() < 2.12 and 0.06 < sp.std() < 0.12
     const = training_spreads(s.close, s.symbol, DatasetConfig(cutoff=None, spread_model="constant"))

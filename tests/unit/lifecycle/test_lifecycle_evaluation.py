@@ -103,7 +103,14 @@ def test_report_fields_are_present_and_finite(trained):
     for m in (o.model, *o.baselines.values(), *o.ladder.values(), *o.rerank_ablation.values()):
         assert m.auc is not None and m.ece is not None and m.precision_at_k is not None
         assert m.hit_rate is not None
-    assert set(o.baselines) == {"logistic", "momentum", "prior"}
+    assert set(o.baselines) == {"logistic", "momentum", "prior", "euclidean_knn"}
+    cv = report.cv
+    assert set(cv.forecasters) == {"analog", "logistic", "momentum", "prior", "euclidean_knn"}
+    assert len(cv.forecasters["analog"].group_aucs) == 3 and cv.reliability
+    assert set(cv.regimes) == {"vol_tercile", "year", "symbol"}
+    assert cv.forecasters["prior"].brier_skill == 0.0
+    assert set(cv.forecasters["momentum"].orientation) <= {"momentum", "reversal"}
+    assert cv.deflated_sharpe.n_trials >= 5
     assert set(o.ladder) == {"0", "1", "2", "3"}
     assert set(o.rerank_ablation) == {"lorentz_rerank", "hnsw_order", "exact_lorentz"}
     assert o.ann.pipeline_recall_vs_exact_lorentz >= 0.9
@@ -111,6 +118,9 @@ def test_report_fields_are_present_and_finite(trained):
     assert report.gates and report.final_model["n_train"] > 0
     md = trained.report_paths[1].read_text()
     assert "baseline: logistic" in md and "ANN accuracy" in md and "Offline gates" in md
+    assert "Cost sensitivity" in md and "Deflated Sharpe" in md
+    html = (report_path.parent / "offline_report.html").read_text()
+    assert "reliability.png" in html and (report_path.parent / "reliability.png").exists()
 
 
 def test_reference_ablation_reproduces_the_deployed_scorer(small_cv):

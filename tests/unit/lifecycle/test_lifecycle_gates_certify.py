@@ -19,24 +19,40 @@ def _by_name(results):
     return {r.name: r for r in results}
 
 
-def test_gates_compare_the_report_with_configured_limits(trained):
+def _queries(model, n, seed):
+    """Feature vectors from random whitened ones (excluded columns at their training value)."""
+    Z = np.random.default_rng(seed).standard_normal((n, model.spec.used_dim))
+    used = model.whitener.inverse_transform(Z)
+    mask = np.asarray(model.spec.feature_mask or [True] * model.spec.dim)
+    X = np.full((n, model.spec.dim), 2.0)
+    X[:, mask] = used
+    return X
+
+
+def test_gates_compare_the_honest_sections_with_configured_limits(trained):
     report = trained.report
-    o = report.overall
+    o, cv = report.overall, report.cv
     gates = _by_name(offline_gates(report, GateThresholds()))
     assert gates["ann_accuracy"].value == o.ann.pipeline_recall_vs_exact_lorentz
     assert gates["ann_accuracy"].limit == 0.90 and gates["ann_accuracy"].passed
-    lift = o.model.auc - o.baselines["logistic"].auc
-    assert gates["auc_vs_logistic"].value == pytest.approx(lift)
-    assert gates["auc_vs_logistic"].passed == (lift > 0)
-    assert gates["ece"].passed == (o.model.ece < 0.05)
+    for b in ("logistic", "momentum", "prior", "euclidean_knn"):
+        g = gates[f"cv_lift_lower_vs_{b}"]
+        assert g.value == pytest.approx(cv.lift_vs_baselines[b].lower)
+        assert g.passed == (g.value > 0)
+    model = cv.forecasters["analog"]
+    assert gates["cv_null_p"].value == model.null_p
+    assert gates["cv_null_p"].passed == (model.null_p < 0.05)
+    assert gates["cv_ece"].passed == (model.ece_quantile < 0.05)
+    assert gates["cv_brier_skill"].passed == (model.brier_skill > 0)
     assert "worst_fold_auc" not in gates  # disabled by default (None)
-    lower = gates["auc_lower_bound"]
-    assert lower.value == pytest.approx(o.model.auc - 1.96 * o.model.auc_se)
-    assert lower.passed == (lower.value > 0.5)
+    # no cutoff in this config: no holdout, and the holdout gates fail as undefined
+    assert report.holdout is None
+    assert gates["holdout_auc_mean"].value is None and not gates["holdout_auc_mean"].passed
     # stricter limits flip results; the same report as a plain dict gives the same answer
-    strict = GateThresholds(min_auc=1.0, max_ece=0.0)
+    strict = GateThresholds(min_auc=1.0, max_ece=0.0, require_holdout=False)
     again = _by_name(offline_gates(report.model_dump(mode="json"), strict))
-    assert not again["auc_above_chance"].passed and not again["ece"].passed
+    assert not again["cv_auc_mean"].passed and not again["cv_ece"].passed
+    assert "holdout_auc_mean" not in again
     assert not all_passed(list(again.values()))
 
 
@@ -58,20 +74,19 @@ def test_auc_standard_error_equals_the_exact_null_variance_at_one_half():
 
 
 def test_undefined_metric_fails_its_gate_and_bad_thresholds_are_rejected(trained):
-    overall = trained.report.overall.model_copy(
-        update={"model": trained.report.overall.model.model_copy(update={"auc": None})}
-    )
-    report = trained.report.model_copy(update={"overall": overall})
+    cv = trained.report.cv
+    analog = cv.forecasters["analog"].model_copy(update={"auc_mean": None})
+    section = cv.model_copy(update={"forecasters": {**cv.forecasters, "analog": analog}})
+    report = trained.report.model_copy(update={"cv": section})
     gates = _by_name(offline_gates(report))
-    assert not gates["auc_above_chance"].passed and gates["auc_above_chance"].value is None
+    assert not gates["cv_auc_mean"].passed and gates["cv_auc_mean"].value is None
     with pytest.raises(ValidationError, match="max_ece"):
         GateThresholds(max_ece=2.0)
 
 
 def test_certify_sweep_measures_recall_and_latency_and_picks_a_point(model_dir):
     model = load_verified(model_dir, key=TEST_KEY)
-    rng = np.random.default_rng(0)
-    X = model.whitener.inverse_transform(rng.standard_normal((150, model.spec.dim)))
+    X = _queries(model, 150, 0)
     T = np.arange(150, dtype=np.int64) + 10_000
     result = certify_model(model, X, T, SMALL_CERTIFY)
     assert model.index.ef_search == load_verified(model_dir, key=TEST_KEY).index.ef_search
@@ -85,13 +100,19 @@ def test_certify_sweep_measures_recall_and_latency_and_picks_a_point(model_dir):
     assert result.chosen.meets_recall and result.chosen.meets_latency
     ok = [p for p in result.points if p.meets_recall and p.meets_latency]
     assert result.chosen.p50_us == min(p.p50_us for p in ok)
+    # both candidate stages compared on the same store; the served one is the MIPS graph
+    stages = {(c.metric, c.ef_search): c for c in result.candidate_stages}
+    assert {m for m, _ in stages} == {"l2", "lorentz_mips"}
+    assert all(c.served == (c.metric == model.index.metric) for c in stages.values())
+    top = max(SMALL_CERTIFY.ef_grid)
+    assert stages[("lorentz_mips", top)].topk_recall >= stages[("l2", top)].topk_recall
 
 
 def test_certify_apply_writes_the_point_and_resigns(trained, model_dir, tmp_path):
     d = tmp_path / "registry" / model_dir.name
     shutil.copytree(model_dir, d)
     model = load_verified(d, key=TEST_KEY)
-    X = model.whitener.inverse_transform(np.random.default_rng(1).standard_normal((120, 9)))
+    X = _queries(model, 120, 1)
     result = certify_model(model, X, np.arange(120), SMALL_CERTIFY)
     target = max(result.points, key=lambda p: (p.k_cand, p.ef_search))
     forced = result.model_copy(update={"chosen": target})

@@ -167,3 +167,27 @@ def test_dev_key_is_created_0600_with_a_warning_and_never_created_on_verify(tmp_
 def test_published_model_is_readable_by_other_services(model_dir):
     assert stat.S_IMODE(model_dir.stat().st_mode) == 0o755
     assert stat.S_IMODE((model_dir / MANIFEST_FILE).stat().st_mode) == 0o644
+
+
+def test_demo_promotion_reason_names_every_failed_gate(model_dir):
+    from geodesic.lifecycle.registry import demo_promotion_reason
+
+    failed = [g["name"] for g in load_manifest(model_dir)["gates"] if not g["passed"]]
+    assert failed  # no holdout in the small config: at least the holdout gates fail
+    reason = demo_promotion_reason(model_dir, "initial model")
+    assert reason.startswith("initial model; DEMO model promoted past")
+    assert all(name in reason for name in failed)
+
+
+def test_uninformative_spread_is_excluded_and_recorded_but_monitored_as_live(model_dir):
+    """Daily bars have no quotes: the training spread is constant, the model drops it and
+    says so; the drift reference still expects the replay's jittered live spread."""
+    manifest = load_manifest(model_dir)
+    assert manifest["excluded_features"] == [
+        {"name": "spread_bp", "reason": "no information in training (constant column)"}
+    ]
+    spec = json.loads((model_dir / "model.json").read_text())
+    names = spec["feature_names"]
+    assert spec["feature_mask"][names.index("spread_bp")] is False
+    drift = json.loads((model_dir / "drift_reference.json").read_text())
+    assert drift["features"]["spread_bp"]["std"] > 0.01

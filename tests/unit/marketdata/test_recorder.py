@@ -7,14 +7,14 @@ from geodesic.features import WARMUP_BARS, compute_features_batch
 from geodesic.lifecycle.config import DatasetConfig
 from geodesic.lifecycle.dataset import build_dataset, training_spreads
 from geodesic.marketdata.datasets import BarSeries
-from geodesic.marketdata.recorder import (
+from geodesic.marketdata.recorder import record
+from geodesic.marketdata.recording import (
     FORMAT,
     BarRecorder,
     FeatureRecorder,
     kind_of_topic,
     load_bars_npz,
     read_recording,
-    record,
 )
 from geodesic.marketdata.synthetic import SyntheticConfig, generate_market
 

@@ -24,8 +24,8 @@ from geodesic.marketdata.replay import (
     replay_messages,
     replay_ticks,
 )
+from geodesic.marketdata.sequencing import SequenceTracker, SeqVerdict
 from geodesic.marketdata.synthetic import SyntheticConfig, generate_market
-from geodesic.sequencing import SequenceTracker, SeqVerdict
 
 T0 = 1_700_000_000 * NS_PER_SECOND  # a multiple of every bar size used here
 

@@ -9,9 +9,12 @@ from collections.abc import Sequence
 
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka.errors import MessageSizeTooLargeError, RecordTooLargeError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from geodesic.contracts import DeadLetter
 from geodesic.runtime.checkpoint import CheckpointStore
+from geodesic.runtime.deadletters import DeadLetterSink
 from geodesic.runtime.pipeline import (
     Output,
     Position,
@@ -289,3 +292,64 @@ async def test_a_revoked_partition_forgets_a_pending_verification():
     consumer.highwaters[TP] = 3
     await loop.handle_batches({TP: [rec(0), rec(1), rec(2)]})
     assert processor.processed == [0, 1, 2] and loop.stats.log_resets == 0
+
+
+class LimitedProducer(FakeProducer):
+    """Refuses values over ``limit`` the two ways a real one does: on send (the client's
+    max_request_size) or on the acknowledgement (the broker's message.max.bytes)."""
+
+    def __init__(self, limit: int, *, at_broker: bool) -> None:
+        super().__init__()
+        self.limit = limit
+        self.at_broker = at_broker
+
+    async def send(self, topic: str, value: bytes, key: bytes | None = None) -> asyncio.Future:
+        if len(value) <= self.limit:
+            return await super().send(topic, value, key)
+        if not self.at_broker:
+            raise MessageSizeTooLargeError("too large for max_request_size")
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_exception(RecordTooLargeError("too large for the broker"))
+        return fut
+
+
+@pytest.mark.parametrize("at_broker", [False, True])
+async def test_an_output_the_broker_refuses_for_its_size_is_dead_lettered_and_the_loop_goes_on(
+    at_broker: bool,
+):
+    consumer, processor = FakeConsumer(), FakeProcessor()
+    producer = LimitedProducer(200 * 1024, at_broker=at_broker)
+    sink = DeadLetterSink("dlq", None, service="test")
+    loop = StreamLoop(
+        consumer,  # type: ignore[arg-type]
+        producer,  # type: ignore[arg-type]
+        processor,
+        ["in"],
+        commit_interval_ms=0,
+        dead_letters=sink,
+    )
+    await assign(loop)
+    huge = b"x" * (2 * 1024 * 1024)
+    await loop.handle_batches({TP: [rec(0), rec(1, huge), rec(2)]})
+    assert sorted(t for t, _ in producer.sent) == ["dlq", "out", "out"]
+    letter = DeadLetter.model_validate_json(next(v for t, v in producer.sent if t == "dlq"))
+    assert letter.reason == "output_too_large" and letter.truncated
+    assert letter.raw_len == len(huge) and letter.source_topic == "out"
+    assert "in:0@0" in letter.detail
+    assert processor.checkpoints[-1][TP] == 3  # the batch completed: nothing is retried
+    assert consumer.committed[-1][TP] == 3
+
+
+async def test_without_a_dead_letter_sink_an_unproducible_output_still_fails_loudly():
+    consumer, processor = FakeConsumer(), FakeProcessor()
+    loop = StreamLoop(
+        consumer,  # type: ignore[arg-type]
+        LimitedProducer(10, at_broker=False),  # type: ignore[arg-type]
+        processor,
+        ["in"],
+        commit_interval_ms=0,
+    )
+    await assign(loop)
+    with pytest.raises(MessageSizeTooLargeError):
+        await loop.handle_batches({TP: [rec(0, b"y" * 100)]})
+    assert processor.checkpoints == []

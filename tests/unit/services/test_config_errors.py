@@ -55,7 +55,7 @@ BAD_SETTINGS = [
     (ScorerSettings, "GEODESIC_MODEL_REGISTRY", "/nonexistent/registry", "GEODESIC_MODEL_REGISTRY"),
     (ShadowSettings, "GEODESIC_MODEL_REGISTRY", "/nonexistent/registry", "GEODESIC_MODEL_REGISTRY"),
     (RiskSettings, "GEODESIC_MODEL_REGISTRY", "/nonexistent/registry", "GEODESIC_MODEL_REGISTRY"),
-    (RiskSettings, "GEODESIC_RISK_HORIZON_BARS", "0", "horizon_bars"),
+    (RiskSettings, "GEODESIC_RISK_SUPERVISOR_HORIZON_BARS", "0", "horizon_bars"),
     (ShadowSettings, "GEODESIC_SHADOW_MATCH_WINDOW", "1", "match_window"),
     (ScorerSettings, "GEODESIC_REDIS_TIMEOUT_S", "0", "GEODESIC_REDIS_TIMEOUT_S"),
     (KafkaSettings, "GEODESIC_KAFKA_SECURITY_PROTOCOL", "TLS", "security_protocol"),
@@ -214,3 +214,10 @@ def test_unverified_loading_still_names_a_truncated_file(
     with pytest.raises(Exception) as info:
         AnalogModel.load(broken)
     assert Path(rel).name in str(info.value)
+
+
+def test_a_redis_password_in_the_url_is_never_shown_by_the_settings(monkeypatch):
+    monkeypatch.setenv("GEODESIC_REDIS_URL", "redis://svc-scorer:hunter2-secret@10.0.0.9:6379/0")
+    settings = CollectorSettings()
+    assert "hunter2" not in repr(settings) and "hunter2" not in str(settings.model_dump())
+    assert settings.redis_url.get_secret_value().endswith("@10.0.0.9:6379/0")

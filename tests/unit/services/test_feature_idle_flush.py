@@ -7,6 +7,7 @@ from prometheus_client import CollectorRegistry
 
 from feature.processor import FeatureMetrics, FeatureProcessor
 from geodesic.contracts import Tick
+from geodesic.runtime.deadletters import DeadLetterSink
 
 TP = TopicPartition("md.ticks", 0)
 BAR_NS = 1_000_000_000
@@ -30,6 +31,7 @@ async def test_a_stalled_loop_with_unread_ticks_does_not_flush_the_open_bar_earl
         idle_flush_grace_s=0.3,
         checkpoints=None,
         metrics=FeatureMetrics(CollectorRegistry()),
+        dead_letters=DeadLetterSink("pdlq", None, service="feature"),
         clock=lambda: clock[0],
         is_behind=lambda tp: behind[tp],
     )
@@ -49,6 +51,7 @@ async def test_without_a_lag_probe_idle_bars_are_flushed_as_before():
         idle_flush_grace_s=0.3,
         checkpoints=None,
         metrics=FeatureMetrics(CollectorRegistry()),
+        dead_letters=DeadLetterSink("pdlq", None, service="feature"),
         clock=lambda: 10 * BAR_NS,
     )
     await proc.process(TP, [tick_record(1, 10 * BAR_NS + 1)])

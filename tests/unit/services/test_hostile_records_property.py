@@ -18,10 +18,12 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from feature.processor import FeatureMetrics, FeatureProcessor
-from geodesic.contracts import Bar, DeadLetter, FeatureVector, ScoredSignal, Tick
+from geodesic.contracts import Bar, DeadLetter, FeatureVector, ScoredSignal, ShadowScore, Tick
 from geodesic.control.state import ControlSnapshot
 from geodesic.features import FEATURE_NAMES, SCHEMA_HASH
 from geodesic.risk.guards import RolloutGuardConfig
+from geodesic.runtime.deadletters import DeadLetterSink
+from geodesic.runtime.pipeline import Output
 from lorentzcore.kernels import KernelConfig
 from lorentzcore.model import AnalogModel, ScorerParams
 from lorentzcore.scorer import Scorer
@@ -189,7 +191,23 @@ def feature_processor() -> FeatureProcessor:
         idle_flush_grace_s=0.0,
         checkpoints=None,
         metrics=FeatureMetrics(CollectorRegistry()),
+        dead_letters=sink(),
     )
+
+
+def sink() -> DeadLetterSink:
+    return DeadLetterSink("pdlq", CollectorRegistry(), service="test")
+
+
+def check_outputs(out: list[Output], source: str) -> None:
+    """Every output parses as its topic's contract; dead letters name their source."""
+    kinds = {"bars": Bar, "features": FeatureVector, "signals": ScoredSignal}
+    for o in out:
+        if o.topic == "pdlq":
+            letter = DeadLetter.model_validate_json(o.value)
+            assert letter.reason and letter.source_topic == source
+        else:
+            kinds[o.topic].model_validate_json(o.value)
 
 
 @PROPERTY
@@ -199,11 +217,11 @@ def test_feature_service_absorbs_any_md_ticks_record(values):
     tp = TopicPartition("ticks", 0)
     out = drive(proc.process(tp, records("ticks", values)))
     valid = proc.metrics.ticks._value.get()
-    assert proc.invalid + valid == len(values)  # each record parsed or counted as skipped
+    # each record is parsed or dead-lettered, and only the unparsable ones are letters
+    assert proc.dead_letters.by_reason.get("invalid_record", 0) + valid == len(values)
     out += drive(proc.on_idle(2**80))  # flush whatever bars absurd timestamps opened
-    assert {o.topic for o in out} <= {"bars", "features"}
-    for o in out:
-        (Bar if o.topic == "bars" else FeatureVector).model_validate_json(o.value)
+    assert {o.topic for o in out} <= {"bars", "features", "pdlq"}
+    check_outputs(out, "ticks")
 
 
 extreme_ticks = st.builds(
@@ -224,8 +242,11 @@ extreme_ticks = st.builds(
 def test_contract_valid_ticks_with_absurd_values_never_stop_the_feature_service(values):
     proc = feature_processor()
     tp = TopicPartition("ticks", 0)
-    drive(proc.process(tp, records("ticks", values)))
-    drive(proc.on_idle(2**80))
+    out = drive(proc.process(tp, records("ticks", values)))
+    out += drive(proc.on_idle(2**80))
+    assert proc.metrics.ticks._value.get() == len(values)  # all parse: none is an invalid record
+    assert "invalid_record" not in proc.dead_letters.by_reason
+    check_outputs(out, "ticks")
 
 
 @PROPERTY
@@ -235,7 +256,7 @@ def test_scorer_answers_every_features_record_with_one_signal_or_one_dead_letter
         watcher=Watcher(),
         models=models,
         out_topic="signals",
-        dlq_topic="pdlq",  # type: ignore[arg-type]
+        dead_letters=sink(),
         metrics=ScorerMetrics(CollectorRegistry()),
         recall_sample_rate=0.0,
     )
@@ -263,10 +284,19 @@ def test_shadow_absorbs_any_features_or_signals_record(models, vectors, signals)
         live_topic="signals",  # type: ignore[arg-type]
         out_topic="shadow",
         metrics=ShadowMetrics(CollectorRegistry()),
+        dead_letters=sink(),
     )
     out = drive(proc.process(TopicPartition("features", 0), records("features", vectors)))
-    drive(proc.process(TopicPartition("signals", 0), records("signals", signals)))
-    assert {o.topic for o in out} <= {"shadow"}
+    assert {o.topic for o in out} <= {"shadow", "pdlq"}
+    for o in out:
+        if o.topic == "shadow":
+            ShadowScore.model_validate_json(o.value)
+        else:
+            assert DeadLetter.model_validate_json(o.value).source_topic == "features"
+    letters = drive(proc.process(TopicPartition("signals", 0), records("signals", signals)))
+    assert {o.topic for o in letters} <= {"pdlq"}  # live signals are joined, never re-emitted
+    check_outputs(letters, "signals")
+    assert proc.counts["errors"] == proc.dead_letters.count
 
 
 @PROPERTY
@@ -295,9 +325,16 @@ def test_risk_supervisor_absorbs_any_record_and_counts_what_it_skips(
         registry_root=tmp_path,
         drift_window=50,
         metrics=RiskMetrics(CollectorRegistry()),
+        dead_letters=sink(),
     )
     for topic, values in (("signals", signals), ("bars", bars), ("features", vectors)):
         out = drive(proc.process(TopicPartition(topic, 0), records(topic, values)))
-        assert {o.topic for o in out} <= {"outcomes"}
+        assert {o.topic for o in out} <= {"outcomes", "pdlq"}
+        assert all(
+            DeadLetter.model_validate_json(o.value).source_topic == topic
+            for o in out
+            if o.topic == "pdlq"
+        )
     c = proc.counts
+    assert c["invalid"] == proc.dead_letters.count  # every skipped record is a dead letter
     assert c["signals"] + c["bars"] + c["features"] + c["invalid"] >= len(signals + bars + vectors)

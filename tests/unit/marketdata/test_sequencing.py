@@ -7,7 +7,7 @@ from pydantic import ValidationError
 
 from collector.validation import Accepted, Rejected, RejectReason, ValidationPolicy, classify
 from geodesic.contracts import Tick
-from geodesic.sequencing import SequenceTracker, SeqVerdict
+from geodesic.marketdata.sequencing import SequenceTracker, SeqVerdict
 
 NOW = 1_700_000_000_000_000_000
 
