@@ -51,9 +51,8 @@ def _same_server(a: str, b: str) -> bool:
 def discover(redis_url: str, specs: list[str]) -> Discovered:
     """Targets from the running up-stack (when it serves ``redis_url``) and ``specs``."""
     from geodesic.contracts.services import SERVICES
-    from geodesic.stack.embedded import default_run_root, read_state
     from geodesic.stack.fleet import FLEET_FILE
-    from geodesic.stack.home import running_up_stacks
+    from geodesic.stack.home import default_run_root, read_state, running_up_stacks
 
     targets: dict[str, Target] = {}
     bootstrap = run_dir = None
@@ -66,20 +65,30 @@ def discover(redis_url: str, specs: list[str]) -> Discovered:
             doc = json.loads((run_dir / FLEET_FILE).read_text())
             env = doc.get("env") or {}
             for name, entry in doc.get("services", {}).items():
-                prefix = SERVICES[name].env_prefix if name in SERVICES else ""
+                spec = SERVICES.get(name)
+                declared = tuple(t.name for t in spec.topics("in")) if spec else ()
+                group = spec.group_id if spec else f"geodesic-{name}"
+                if spec:
+                    group = env.get(f"{spec.env_prefix}GROUP_ID") or group
                 targets[name] = Target(
                     name,
                     f"http://127.0.0.1:{entry['http_port']}",
-                    entry.get("group_id") or env.get(f"{prefix}GROUP_ID") or f"geodesic-{name}",
+                    entry.get("group_id") or group,
                     int(entry["pid"]),
                     entry.get("started"),
                     Path(entry["log"]) if entry.get("log") else None,
-                    tuple(entry.get("topics") or ()),
+                    tuple(entry.get("topics") or ()) or declared,
                 )
             break
-    for spec in specs:
-        name, _, url = spec.partition("=")
-        targets[name] = Target(name, url.rstrip("/"), f"geodesic-{name}")
+    for given in specs:
+        name, _, url = given.partition("=")
+        spec = SERVICES.get(name)
+        targets[name] = Target(
+            name,
+            url.rstrip("/"),
+            spec.group_id if spec else f"geodesic-{name}",
+            topics=tuple(t.name for t in spec.topics("in")) if spec else (),
+        )
     return Discovered(list(targets.values()), bootstrap, run_dir)
 
 
