@@ -259,7 +259,7 @@ class RolloutController:
                     await self._apply(action, snap)
                     changed = True
             except CooldownActiveError as exc:
-                reason = f"{exc}; clear it (geodesic rollback --clear-cooldown) and resume"
+                reason = f"{exc}; review, `geodesic cooldown clear`, then `geodesic rollout resume`"
                 transition = Transition(
                     replace(state, phase=Phase.PAUSED, reason=reason, updated_ns=now_ns),
                     (),

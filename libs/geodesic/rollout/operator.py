@@ -66,8 +66,8 @@ async def start_rollout(
     snap = await plane.snapshot()
     if snap.cooldown_until_ns > now:
         raise RolloutRefusedError(
-            "a rollback cooldown is active: review why, then `geodesic rollback "
-            "--clear-cooldown` and start again"
+            "a rollback cooldown is active: review why it was rolled back, then "
+            "`geodesic cooldown clear` and start again"
         )
     if snap.active == candidate:
         raise RolloutRefusedError(f"{candidate} is already active: nothing to roll out")
