@@ -259,12 +259,18 @@ class RolloutController:
                     await self._apply(action, snap)
                     changed = True
             except CooldownActiveError as exc:
-                reason = f"{exc}; review, `geodesic cooldown clear`, then `geodesic rollout resume`"
+                # a rollback's cooldown began meanwhile: a ramp not begun ends (start it
+                # again later); one under way holds its weight for an operator
+                if state.phase == Phase.PENDING:
+                    phase, then = Phase.ABORTED, "then `geodesic rollout start` again"
+                else:
+                    phase, then = Phase.PAUSED, "then `geodesic rollout resume`"
+                reason = f"{exc}; review it, `geodesic cooldown clear`, {then}"
                 transition = Transition(
-                    replace(state, phase=Phase.PAUSED, reason=reason, updated_ns=now_ns),
+                    replace(state, phase=phase, reason=reason, updated_ns=now_ns),
                     (),
                     True,
-                    f"PAUSED: {reason}",
+                    f"{phase.value}: {reason}",
                 )
             await self._persist(state, transition)
         self._export(self.state, now_ns)
