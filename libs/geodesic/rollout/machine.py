@@ -131,6 +131,8 @@ class RolloutState:
     red_streak: int = 0
     sequential: SequentialWinRate = field(default_factory=SequentialWinRate)
     guard_until_ns: int = 0
+    #: the guard window after promotion passed without a breach (recorded once)
+    guard_done: bool = False
     reason: str = "created"
     checks: tuple[CheckResult, ...] = ()
     updated_ns: int = 0
@@ -169,6 +171,7 @@ class RolloutState:
                 "max_log_ratio": self.sequential.max_log_ratio,
             },
             "guard_until_ns": self.guard_until_ns,
+            "guard_done": self.guard_done,
             "reason": self.reason,
             "checks": [c.to_json() for c in self.checks],
             "updated_ns": self.updated_ns,
@@ -192,6 +195,7 @@ class RolloutState:
                 WinRateEvidence(*(int(x) for x in seq["evidence"])), float(seq["max_log_ratio"])
             ),
             guard_until_ns=int(doc["guard_until_ns"]),
+            guard_done=bool(doc.get("guard_done", False)),
             reason=doc["reason"],
             checks=tuple(CheckResult.from_json(c) for c in doc.get("checks", [])),
             updated_ns=int(doc.get("updated_ns", 0)),
@@ -384,7 +388,14 @@ def decide(state: RolloutState, obs: Observations, now_ns: int) -> Transition:
     if state.phase not in (Phase.ANALYSING, Phase.PAUSED, Phase.PROMOTED):
         return Transition(state)
     if state.phase == Phase.PROMOTED and now_ns >= state.guard_until_ns:
-        return Transition(state)  # the guard window is over: nothing more to judge
+        if state.guard_done:
+            return Transition(state)  # nothing more to judge
+        done = replace(
+            state, guard_done=True, reason="guard window passed: promotion final", updated_ns=now_ns
+        )
+        return Transition(
+            done, (), True, f"PROMOTED {state.candidate}: guard window passed without a breach"
+        )
     checks, seq = judge(state, obs)
     red = [c for c in checks if c.status == Status.RED]
     urgent = [c for c in red if c.name in state.plan.abort.immediate]

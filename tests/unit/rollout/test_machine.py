@@ -196,7 +196,11 @@ def test_breach_in_the_guard_window_rolls_back_and_after_it_nothing_is_judged():
     assert st.phase == Phase.ROLLED_BACK
     assert isinstance(trans[0].actions[0], RollbackPromotion)
     late = decide(promoted, good(latency=500.0), promoted.guard_until_ns + S)
-    assert late.state == promoted and not late.actions
+    assert late.changed and not late.actions  # recorded once: the promotion is final
+    assert late.state.phase == Phase.PROMOTED and late.state.guard_done
+    assert decide(late.state, good(latency=500.0), promoted.guard_until_ns + 2 * S).state == (
+        late.state
+    )
     assert time_to_decision_s(promoted, promoted.guard_until_ns + S) is None
 
 
