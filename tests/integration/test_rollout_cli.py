@@ -81,6 +81,8 @@ async def test_start_pause_resume_abort_status_are_audited_and_manual_rollout_st
     latency = next(c for c in status["checks"] if c["name"] == "p95_latency_ms")
     assert latency["threshold"] == 50.0 and latency["samples"] == 0 and latency["needed"] == 100
 
+    rc, out, _ = await cli("status", "--json")
+    assert json.loads(out)["ramp"]["state"] == "STEP 1/5 ANALYSING"
     rc, out, _ = await cli("rollout", "abort", "--reason", "enough", "--actor", "alice")
     assert rc == 0 and "ABORTED" in out
     snap = await plane.snapshot()
