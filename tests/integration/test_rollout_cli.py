@@ -56,6 +56,12 @@ async def test_start_pause_resume_abort_status_are_audited_and_manual_rollout_st
         "m2",
         0.05,
     )
+    # history replays the ramp: the canary at 5% and the ramp step that served
+    rc, out, err = await cli("history", "--symbol", "ES", "--at", "now", "--json")
+    assert rc == 0, err
+    answer = json.loads(out)
+    assert answer["rollout"]["mode"] == "canary" and answer["rollout"]["canary_fraction"] == 0.05
+    assert (answer["ramp"]["phase"], answer["ramp"]["step"]) == ("ANALYSING", 1)
     rc, out, _ = await cli("rollout", "pause", "--reason", "look at latency")
     assert rc == 0 and "PAUSED" in out
     rc, out, _ = await cli("rollout", "status")
