@@ -142,6 +142,12 @@ class Stack:
             await svc.stop()
         await self.topics.delete(self.kafka)
 
+    async def metrics(self) -> str:
+        """The risk supervisor's /metrics text."""
+        http = self.pipe.risk.http
+        assert http is not None, "the risk supervisor serves HTTP once started"
+        return await metrics_text(http.port)
+
     def control_events(self) -> list[ControlEvent]:
         return [
             ControlEvent.model_validate_json(r.value)
@@ -191,7 +197,7 @@ async def test_good_candidate_ramps_through_every_step_and_becomes_active(
             30,
             "PROMOTED on control.events",
         )
-        text = await metrics_text(stack.pipe.risk.http.port)  # type: ignore[union-attr]
+        text = await stack.metrics()
         assert 'rollout_phase{phase="PROMOTED"} 1.0' in text
         assert 'rollout_transitions_total{phase="PROMOTED"}' in text
         # the 2 s guard window passes without a breach: recorded once, the promotion is final
@@ -261,7 +267,7 @@ async def test_candidate_without_traffic_pauses_and_never_advances(
         assert st.checks and all(c.status == Status.INCONCLUSIVE for c in st.checks)
         snap = await plane.snapshot()
         assert snap.rollout.canary_fraction == 0.25 and snap.active == "m-base"
-        text = await metrics_text(stack.pipe.risk.http.port)  # type: ignore[union-attr]
+        text = await stack.metrics()
         assert 'rollout_phase{phase="PAUSED"} 1.0' in text and "rollout_step 1.0" in text
         assert 'rollout_transitions_total{phase="PROMOTED"}' not in text
 

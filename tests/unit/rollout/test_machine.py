@@ -224,3 +224,14 @@ def test_an_immediate_check_acts_before_the_window_closes_a_point_estimate_waits
     assert t.state.phase == Phase.ABORTED and "drift" in t.state.reason
     slow = decide(st, good(latency=900.0), S // 10)  # latency waits for the window
     assert slow.state == st
+
+
+def test_a_plan_that_does_not_promote_pauses_after_its_last_step():
+    p = plan(
+        steps=[{"fraction": 0.1, "min_duration_s": 0, "min_samples": 50}],
+        promotion={"promote": False},
+    )
+    st = start(RolloutState("r1", "m-new", "m-old", p), 0).state
+    st, trans = run(st, good(), 0, 2)
+    assert st.phase == Phase.PAUSED and not trans[-1].actions
+    assert "promotion left to operator" in trans[-1].summary
