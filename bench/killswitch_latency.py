@@ -41,6 +41,7 @@ import numpy as np
 import redis.asyncio as aioredis
 
 from geodesic.contracts import ScoredSignal, Tick
+from geodesic.contracts.services import COLLECTOR, FEATURE, SCORER
 from geodesic.control import ControlPlane
 from geodesic.control.keys import Keys
 from geodesic.features import WARMUP_BARS
@@ -94,7 +95,9 @@ class Ticker:
                     for j in range(4):
                         t = self.tick(sym, (first + b) * bar_ns + j * bar_ns // 4)
                         sends.append(
-                            await producer.send("md.ticks.raw", t.to_bytes(), key=sym.encode())
+                            await producer.send(
+                                COLLECTOR.topic("in", "Tick"), t.to_bytes(), key=sym.encode()
+                            )
                         )
             await asyncio.gather(*sends)
             i = 0
@@ -102,7 +105,7 @@ class Ticker:
                 sym = self.symbols[i % len(self.symbols)]
                 i += 1
                 t = self.tick(sym, time.time_ns())
-                await producer.send("md.ticks.raw", t.to_bytes(), key=sym.encode())
+                await producer.send(COLLECTOR.topic("in", "Tick"), t.to_bytes(), key=sym.encode())
                 await asyncio.sleep(1.0 / self.rate)
         finally:
             await producer.stop()
@@ -152,7 +155,9 @@ async def flip(
 
 
 async def measure(args: argparse.Namespace, kafka: KafkaSettings, redis_url: str) -> dict:
-    consumer = make_consumer(kafka, topics=["signals.scored"], group_id="bench-ks-executor")
+    consumer = make_consumer(
+        kafka, topics=[SCORER.topic("out", "ScoredSignal")], group_id="bench-ks-executor"
+    )
     await consumer.start()
     signals: list[ScoredSignal] = []
 
@@ -255,7 +260,7 @@ def main(argv: list[str] | None = None) -> dict:
             {
                 **info.env(),
                 "GEODESIC_MODEL_REGISTRY": str(registry),
-                "GEODESIC_FEATURE_BAR_SECONDS": str(args.bar_seconds),
+                f"{FEATURE.env_prefix}BAR_SECONDS": str(args.bar_seconds),
                 "GEODESIC_LOG_LEVEL": "WARNING",
             },
             names=SERVICES,

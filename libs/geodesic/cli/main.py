@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "geodesic.cli.operator.commands",
     "geodesic.cli.demo_cmds",
     "geodesic.cli.record_cmds",
+    "geodesic.cli.replay_cmds",
 )
 
 #: command -> the one module that registers it (tests check this against the full tree)

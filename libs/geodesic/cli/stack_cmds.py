@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 ENV_REGISTRY = "GEODESIC_MODEL_REGISTRY"
-ENV_BAR_SECONDS = "GEODESIC_FEATURE_BAR_SECONDS"
 DEFAULT_REGISTRY = Path("models/registry")
 DEFAULT_BAR_SECONDS = 1
 
@@ -128,6 +127,13 @@ def _summary(state_file: Path, fleet: Any, active: str | None) -> dict[str, Any]
     }
 
 
+def _env_bar_seconds() -> str:
+    """The feature service's bar-size variable (imported late: the CLI starts fast)."""
+    from geodesic.contracts.services import FEATURE
+
+    return f"{FEATURE.env_prefix}BAR_SECONDS"
+
+
 def _up(args: argparse.Namespace) -> int:
     from geodesic.stack.home import running_up_stacks, up_lock
 
@@ -171,7 +177,7 @@ def _reuse(args: argparse.Namespace, running: list[Path]) -> int:
         return 1
     wanted = {
         ENV_REGISTRY: None if args.registry is None else str(args.registry.resolve()),
-        ENV_BAR_SECONDS: None if args.bar_seconds is None else str(args.bar_seconds),
+        _env_bar_seconds(): None if args.bar_seconds is None else str(args.bar_seconds),
     }
     running_broker = read_state(state_file).get("broker")
     if args.broker is not None and args.broker != running_broker:
@@ -243,7 +249,7 @@ def _start(args: argparse.Namespace, root: Path) -> int:
         env = {
             **info.env(),
             ENV_REGISTRY: str(registry),
-            ENV_BAR_SECONDS: str(bar_seconds),
+            _env_bar_seconds(): str(bar_seconds),
         }
         # each service as its own Redis user (production's ACL), never the operator
         per_service = {

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from geodesic.contracts.services import COLLECTOR
+
 
 @dataclass(frozen=True)
 class Keys:
@@ -72,4 +74,4 @@ class Keys:
     def seen_symbols(self) -> str:
         """Hash symbol -> last-seen ns, written by the collector (its own state: the
         service ACL lets it write nothing else)."""
-        return self.service_state("collector", "symbols")
+        return self.service_state(COLLECTOR.name, "symbols")

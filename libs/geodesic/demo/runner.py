@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from geodesic.contracts.services import COLLECTOR, RISK_SUPERVISOR, SCORER
+from geodesic.contracts.services import COLLECTOR, FEATURE, RISK_SUPERVISOR, SCORER
 from geodesic.control import ControlPlane, Rollout
 from geodesic.demo.collect import HOPS, Observer, http_json, metric_values
 from geodesic.demo.config import DemoSettings
@@ -204,12 +204,12 @@ class Demo:
         return {
             **info.env(),
             "GEODESIC_MODEL_REGISTRY": str(registry),
-            "GEODESIC_FEATURE_BAR_SECONDS": "1",
+            f"{FEATURE.env_prefix}BAR_SECONDS": "1",
             "GEODESIC_LOG_LEVEL": "WARNING",
-            "GEODESIC_RISK_SUPERVISOR_DRIFT_WINDOW": "200",
-            "GEODESIC_RISK_SUPERVISOR_ROLLOUT_GUARD__DRIFT_MIN_WINDOW": "200",
-            "GEODESIC_RISK_SUPERVISOR_ROLLOUT_GUARD__MIN_SAMPLES": "50",
-            "GEODESIC_RISK_SUPERVISOR_ROLLOUT_GUARD__EVAL_INTERVAL_S": "0.5",
+            f"{RISK_SUPERVISOR.env_prefix}DRIFT_WINDOW": "200",
+            f"{RISK_SUPERVISOR.env_prefix}ROLLOUT_GUARD__DRIFT_MIN_WINDOW": "200",
+            f"{RISK_SUPERVISOR.env_prefix}ROLLOUT_GUARD__MIN_SAMPLES": "50",
+            f"{RISK_SUPERVISOR.env_prefix}ROLLOUT_GUARD__EVAL_INTERVAL_S": "0.5",
         }
 
     # ---- live phase ------------------------------------------------------------------
