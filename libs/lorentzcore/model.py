@@ -18,7 +18,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -267,9 +267,12 @@ def informative_features(X: NDArray[np.float64], rel_tol: float = 1e-9) -> NDArr
     return spread > rel_tol * np.maximum(1.0, np.abs(med))
 
 
-def _load_array(path: Path, dtype: type, n: int) -> NDArray:
+_Scalar = TypeVar("_Scalar", bound=np.generic)
+
+
+def _load_array(path: Path, dtype: type[_Scalar], n: int) -> NDArray[_Scalar]:
     try:
-        arr = np.load(path, allow_pickle=False)
+        arr: NDArray[_Scalar] = np.load(path, allow_pickle=False)  # dtype checked below
     except (OSError, ValueError) as exc:
         raise ModelArtifactError(f"{path}: unreadable ({exc})") from exc
     if arr.dtype != dtype or arr.shape != (n,):

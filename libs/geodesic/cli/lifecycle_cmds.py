@@ -141,7 +141,7 @@ def _add_certify_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--queries", type=int, help="queries timed per grid point")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "train",
         help="evaluate (purged K-fold), fit, certify, sign and register a model",
