@@ -16,11 +16,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from geodesic.demo.runner import Demo  # heavy imports only when the demo runs
+    from geodesic.demo.runner import run_demo  # heavy imports only when the demo runs
 
     overrides: dict[str, Any] = {}
     if args.fast:
         overrides["fast"] = True
     if args.no_live:
         overrides["live"] = False
-    return Demo(DemoSettings(**overrides)).run()
+    return run_demo(DemoSettings(**overrides))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import json
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,7 @@ def _save(fig: Figure, path: Path) -> str:
     return path.name
 
 
-def charts(seen: Observed, psi_series: list[dict[str, Any]], out: Path) -> list[str]:
+def charts(seen: Observed, psi_series: Sequence[dict[str, Any]], out: Path) -> list[str]:
     out.mkdir(parents=True, exist_ok=True)
     names = []
     # price and signals, first symbol
@@ -150,7 +151,7 @@ def charts(seen: Observed, psi_series: list[dict[str, Any]], out: Path) -> list[
 
 
 def write_report(
-    summary: dict[str, Any], seen: Observed, psi_series: list[dict[str, Any]], out: Path
+    summary: dict[str, Any], seen: Observed, psi_series: Sequence[dict[str, Any]], out: Path
 ) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
