@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install kafka-jars test test-unit test-integration lint format bench demo up down clean audit
+.PHONY: install kafka-jars test test-tansu test-unit test-integration lint format bench demo up down clean audit
 
 install: $(STAMP) kafka-jars
 
@@ -24,6 +24,10 @@ $(STAMP): pyproject.toml
 
 test: install
 	$(BIN)/pytest -q
+
+# the broker-quirk and compatibility subset on the embedded Tansu fallback (CI runs both)
+test-tansu: install
+	GEODESIC_EMBEDDED_BROKER=tansu $(BIN)/pytest -q -m 'broker_compat and not slow'
 
 test-unit: install
 	$(BIN)/pytest -q tests/unit

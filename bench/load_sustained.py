@@ -436,7 +436,7 @@ def main(argv: list[str] | None = None) -> dict:
             {
                 **info_.env(),
                 "GEODESIC_MODEL_REGISTRY": str(registry.resolve()),
-                "GEODESIC_FEATURE_BAR_SECONDS": str(args.bar_seconds),
+                f"{FEATURE.env_prefix}BAR_SECONDS": str(args.bar_seconds),
                 "GEODESIC_LOG_LEVEL": "WARNING",
             },
         )

@@ -23,7 +23,7 @@ import numpy as np
 import redis.asyncio as aioredis
 
 from geodesic.contracts import ScoredSignal, Tick
-from geodesic.contracts.services import COLLECTOR, SCORER
+from geodesic.contracts.services import COLLECTOR, FEATURE, SCORER
 from geodesic.control import ControlPlane
 from geodesic.features import WARMUP_BARS
 from geodesic.runtime.kafka import KafkaSettings, make_consumer, make_producer
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> dict:
             {
                 **info.env(),
                 "GEODESIC_MODEL_REGISTRY": str(registry),
-                "GEODESIC_FEATURE_BAR_SECONDS": str(args.bar_seconds),
+                f"{FEATURE.env_prefix}BAR_SECONDS": str(args.bar_seconds),
                 "GEODESIC_LOG_LEVEL": "WARNING",
             },
         )

@@ -31,10 +31,11 @@ from aiokafka import ConsumerRecord, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import ValidationError
 
-from geodesic.contracts import Bar, ControlEvent, FeatureVector, Outcome, ScoredSignal
+from geodesic.contracts import Bar, FeatureVector, Outcome, ScoredSignal
 from geodesic.contracts.reasons import RejectReason, SignalReason
 from geodesic.contracts.services import RISK_SUPERVISOR, SHADOW
 from geodesic.control import ControlPlane, ControlSnapshot
+from geodesic.control.audit import audit_to_event
 from geodesic.control.keys import Keys
 from geodesic.lifecycle.drift import DRIFT_FILE, DriftReference
 from geodesic.risk.guards import RolloutGuardConfig
@@ -57,6 +58,11 @@ class RiskMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         r = registry
         self.outcomes = Counter("outcomes_total", "outcomes labelled", ["route"], registry=r)
+        self.external_changes = Counter(
+            "control_external_changes_total",
+            "control flags changed outside the audited path (recorded as EXTERNAL_CHANGE)",
+            registry=r,
+        )
         self.winrate_active = Gauge(
             "winrate_baseline_active", "rolling win rate, active route", registry=r
         )
@@ -77,19 +83,6 @@ class RiskMetrics:
         self.halts = Counter("halt_total", "trading-state escalations", ["state"], registry=r)
         self.kill_switch = Gauge("kill_switch_active", "global kill switch on", registry=r)
         self.forwarded = Counter("control_events_forwarded_total", "audit entries sent", registry=r)
-
-
-def audit_to_event(entry_id: str, fields: dict[str, str]) -> ControlEvent:
-    return ControlEvent(
-        event_id=fields.get("event_id") or entry_id,
-        kind=fields["kind"],
-        actor=fields.get("actor") or "unknown",
-        reason=fields.get("reason") or "unspecified",
-        from_value=fields.get("from"),
-        to_value=fields.get("to"),
-        symbol=fields.get("symbol") or None,
-        ts_ns=int(fields.get("ts_ns") or 0),
-    )
 
 
 def _text(x: bytes | str) -> str:
@@ -249,6 +242,8 @@ class RiskProcessor:
 
     # ---- guards --------------------------------------------------------------------
     async def run_guards(self, now_ns: int) -> None:
+        if await self.plane.detect_external(actor=ACTOR):  # flags changed, not audited
+            self.metrics.external_changes.inc()
         snap = await self.plane.snapshot()
         self.snapshot_view = snap
         self.metrics.kill_switch.set(1 if snap.kill_global else 0)

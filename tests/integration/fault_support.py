@@ -21,7 +21,7 @@ from aiokafka import TopicPartition
 
 from geodesic.contracts import Bar, Tick
 from geodesic.features import BarBuilder, FeatureEngine
-from geodesic.runtime.kafka import KafkaSettings, make_consumer, make_producer
+from geodesic.runtime.kafka import KafkaSettings, make_consumer, make_producer, topic_partitions
 from geodesic.stack import EmbeddedStack
 from geodesic.stack.fleet import Fleet
 
@@ -149,16 +149,8 @@ class TopicTail:
             self.kafka, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
         )
         await consumer.start()
-        tps = []
-        for topic in self.topics:
-            parts = None
-            for _ in range(100):
-                await consumer.topics()
-                parts = consumer.partitions_for_topic(topic)
-                if parts:
-                    break
-                await asyncio.sleep(0.05)
-            tps += [TopicPartition(topic, p) for p in sorted(parts or ())]
+        partitions = await topic_partitions(self.kafka, self.topics, timeout_s=5.0)
+        tps = [TopicPartition(t, p) for t in self.topics for p in sorted(partitions[t])]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         self._consumer = consumer

@@ -1,7 +1,10 @@
-"""Measured quirks of the Tansu broker, each shown handled by geodesic.runtime.kafka.
+"""Measured quirks of the embedded brokers, each shown handled by geodesic.runtime.kafka.
 
-Figures and the commands that reproduce them: docs/broker-notes.md. Assertions here are
-about behaviour, with wide margins, so a loaded 2-core CI box does not flake them.
+Each test states what the session's broker does: Tansu's quirk where it has one, Apache
+Kafka's behaviour (the reason a Tansu workaround is not applied there) otherwise. CI runs
+this file on both (``broker_compat``). Figures and the commands that reproduce them:
+docs/broker-notes.md. Assertions are about behaviour, with wide margins, so a loaded
+2-core CI box does not flake them.
 """
 
 from __future__ import annotations
@@ -24,14 +27,17 @@ from geodesic.runtime.kafka import (
     true_end_offsets,
     wait_for_assignment,
 )
+from geodesic.stack import StackInfo
 from geodesic.stack.measure import measure_latency, measure_two_members, produce_batches
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.broker_compat]
 
 
-def _tansu_only(stack_external: frozenset[str]) -> None:
-    if "kafka" in stack_external:
-        pytest.skip("quirk of the embedded Tansu broker")
+def _embedded(stack: StackInfo) -> str:
+    """The session's embedded broker ("kafka" or "tansu"); skip for an external one."""
+    if stack.broker is None:
+        pytest.skip("external broker: its behaviour is not the embedded one's")
+    return stack.broker
 
 
 # a. JoinGroup is held for half the session timeout -------------------------------
@@ -62,7 +68,7 @@ async def test_two_members_of_a_group_split_the_partitions_and_one_takes_over_on
 
 
 def test_tansu_flavor_shortens_the_session_timeout_that_decides_join_time():
-    tansu, kafka = KafkaSettings(), KafkaSettings(broker_flavor="kafka")
+    tansu, kafka = KafkaSettings(broker_flavor="tansu"), KafkaSettings(broker_flavor="kafka")
     assert tansu.session_timeout_ms <= 3000 < 6000 <= kafka.session_timeout_ms
     assert tansu.heartbeat_interval_ms * 3 <= tansu.session_timeout_ms
 
@@ -73,7 +79,8 @@ def test_tansu_flavor_shortens_the_session_timeout_that_decides_join_time():
 async def test_produce_to_consume_p99_is_well_under_100ms_at_1000_msgs_per_s(
     kafka_settings: KafkaSettings, stack
 ):
-    _tansu_only(stack.external)
+    """With each flavor's own fetch_max_wait_ms (Tansu 10 ms, Kafka 500 ms)."""
+    _embedded(stack)
     result = await measure_latency(kafka_settings, rate_per_s=1000, count=2000)
     assert result.count == 2000
     assert result.p50_ms < 25, result
@@ -103,15 +110,20 @@ async def _delivery_delay_s(settings: KafkaSettings, topic: str) -> float:
         await consumer.stop()
 
 
-async def test_new_data_waits_for_the_fetch_hold_so_fetch_max_wait_is_kept_low(
+async def test_new_data_waits_for_the_fetch_hold_on_tansu_but_not_on_kafka(
     kafka_settings: KafkaSettings, stack, fresh_topic
 ):
     """Tansu answers a waiting fetch only at its next re-check (half the wait, then
-    halving), not when data arrives: with 400 ms a record sits ~200 ms unseen."""
-    _tansu_only(stack.external)
+    halving), not when data arrives: with 400 ms a record sits ~200 ms unseen, so the
+    tansu flavor keeps fetch_max_wait_ms low. Kafka answers as soon as data arrives."""
+    broker = _embedded(stack)
     slow = kafka_settings.model_copy(update={"fetch_max_wait_ms": 400})
-    assert await _delivery_delay_s(slow, await fresh_topic()) >= 0.1
-    assert kafka_settings.fetch_max_wait_ms <= 20
+    if broker == "tansu":
+        assert await _delivery_delay_s(slow, await fresh_topic()) >= 0.1
+        assert kafka_settings.fetch_max_wait_ms <= 20
+    else:
+        assert await _delivery_delay_s(slow, await fresh_topic()) < 0.05
+        assert kafka_settings.fetch_max_wait_ms >= 400
     assert await _delivery_delay_s(kafka_settings, await fresh_topic()) < 0.05
 
 
@@ -139,9 +151,11 @@ async def test_end_offsets_miss_the_tail_of_a_batch_but_read_to_end_does_not(
     records = await read_to_end(kafka_settings, topic)
     naive = [r for r in records if r.offset < listed]  # "read up to end_offsets()"
 
-    if "kafka" not in stack.external:
+    if _embedded(stack) == "tansu":
         assert listed == 7  # base offset of the last batch (6) + 1: records 7, 8 unseen
         assert len(naive) == 7
+    else:
+        assert listed == 9 and len(naive) == 9  # Kafka: the true log end
     assert [r.value for r in records][-3:] == [b"2-0", b"2-1", b"2-2"]
     assert len(records) == 9
     assert (await true_end_offsets(kafka_settings, [tp]))[tp] == 9
@@ -166,38 +180,54 @@ async def test_read_to_end_covers_every_partition_and_start_offsets(
     assert set(ends.values()) == {10}
 
 
-# d. idempotent / transactional producers are refused ----------------------------
+# d. idempotent / transactional producers: refused by Tansu, accepted by Kafka ------
 
 
 @pytest.mark.parametrize("transactional", [False, True], ids=["idempotent", "transactional"])
-async def test_broker_refuses_idempotent_and_transactional_producers(
+async def test_tansu_refuses_idempotent_and_transactional_producers_kafka_accepts_them(
     kafka_settings: KafkaSettings, stack, fresh_topic, transactional: bool
 ):
-    _tansu_only(stack.external)
+    broker = _embedded(stack)
     topic = await fresh_topic()
     extra = {"transactional_id": f"tx-{topic}"} if transactional else {}
     producer = AIOKafkaProducer(
         **common_config(kafka_settings), acks="all", enable_idempotence=True, **extra
     )
-    # InitProducerId answers error -1 (UnknownError) at start(), before any send.
-    with pytest.raises(KafkaError, match="UnknownError"):
-        await asyncio.wait_for(producer.start(), 15)
-    await producer.stop()
+    if broker == "tansu":
+        # InitProducerId answers error -1 (UnknownError) at start(), before any send.
+        with pytest.raises(KafkaError, match="UnknownError"):
+            await asyncio.wait_for(producer.start(), 15)
+        await producer.stop()
+        return
+    await asyncio.wait_for(producer.start(), 30)
+    try:
+        if transactional:
+            async with producer.transaction():
+                await producer.send(topic, b"committed", partition=0)
+        else:
+            await producer.send_and_wait(topic, b"committed", partition=0)
+    finally:
+        await producer.stop()
+    assert [r.value for r in await read_to_end(kafka_settings, topic)][-1:] == [b"committed"]
 
 
 @pytest.mark.parametrize(
     "override", [{"enable_idempotence": True}, {"transactional_id": "tx"}], ids=str
 )
-def test_make_producer_rejects_idempotence_and_transactions(override: dict):
+def test_make_producer_rejects_idempotence_and_transactions_on_tansu_only(override: dict):
     with pytest.raises(ValueError, match="refused"):
-        producer_config(KafkaSettings(), **override)
+        producer_config(KafkaSettings(broker_flavor="tansu"), **override)
+    assert producer_config(KafkaSettings(broker_flavor="kafka"), **override).items() >= (
+        override.items()
+    )
 
 
-def test_producer_config_is_acks_all_and_never_idempotent():
-    config = producer_config(KafkaSettings())
-    assert config["acks"] == "all"
-    assert config["enable_idempotence"] is False
-    assert "transactional_id" not in config
+def test_producer_config_is_acks_all_idempotent_on_kafka_only():
+    for flavor, idempotent in (("tansu", False), ("kafka", True)):
+        config = producer_config(KafkaSettings(broker_flavor=flavor))
+        assert config["acks"] == "all"
+        assert config["enable_idempotence"] is idempotent
+        assert "transactional_id" not in config
 
 
 async def test_at_least_once_send_with_acks_all_is_acknowledged_and_readable(
@@ -228,7 +258,7 @@ async def test_at_least_once_send_with_acks_all_is_acknowledged_and_readable(
 async def test_unknown_topic_is_auto_created_by_a_producer_so_topics_are_ensured_first(
     kafka_settings: KafkaSettings, stack
 ):
-    _tansu_only(stack.external)
+    _embedded(stack)  # both: Tansu always, Kafka with auto.create.topics.enable (default)
     name = f"test.autocreate.{time.time_ns()}"
     producer = make_producer(kafka_settings)
     await producer.start()

@@ -6,6 +6,8 @@
 - state:<service>:*: each service's own checkpoints; state:collector:symbols is the hash
   symbol -> last-seen ns of every symbol the collector accepted (the CLI warns on others)
 - audit (stream), version, channel: appended/published by whoever changes the plane
+- audited: {version, digest, flags} of the state each audited change left behind; a
+  state that differs from it at the same version was changed outside the audited path
 """
 
 from __future__ import annotations
@@ -52,6 +54,10 @@ class Keys:
     @property
     def version(self) -> str:
         return self._k("version")
+
+    @property
+    def audited(self) -> str:
+        return self._k("audited")
 
     @property
     def audit(self) -> str:

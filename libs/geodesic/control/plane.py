@@ -1,17 +1,34 @@
-"""Reading and changing the control plane; every change is atomic, versioned and audited."""
+"""Reading and changing the control plane; every change is atomic, versioned and audited.
+
+Changes that bypass this module (a raw `SET geodesic:kill:global 1` from redis-cli with
+operator credentials) are found, not prevented: after each audited change the plane
+stamps ``audited`` with the version it produced and a digest of the state it left. The
+flags can then only differ from the stamp at the *same* version if someone wrote them
+without the version bump every audited change makes; :meth:`ControlPlane.detect_external`
+(run by the risk supervisor each guard cycle and by `geodesic status`) records such a
+difference as an EXTERNAL_CHANGE audit entry (which in turn bumps the version and restamps,
+so it is recorded once). A WATCH on the version makes concurrent detectors record it once.
+The stamp is written right after the change's MULTI/EXEC, so a raw write landing in that
+instant (milliseconds) is folded into the stamp: the residual blind spot, documented.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from dataclasses import asdict
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError, WatchError
 
+from geodesic.control.audit import AuditEvent
 from geodesic.control.keys import Keys
 from geodesic.control.state import ControlSnapshot, Rollout, TradingState
+
+log = logging.getLogger(__name__)
 
 SLOTS = ("active", "shadow", "previous")
 
@@ -24,6 +41,24 @@ def _s(value: bytes | str | None) -> str | None:
     if value is None:
         return None
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _entry(
+    kind: str, actor: str, reason: str, before: Any, after: Any, symbol: str | None
+) -> dict[str, str]:
+    """One audit-stream entry (see geodesic.control.audit for reading them back)."""
+    if not actor or not reason:
+        raise ValueError("every control change needs an actor and a reason")
+    return {
+        "event_id": uuid.uuid4().hex,
+        "kind": kind,
+        "actor": actor,
+        "reason": reason,
+        "from": json.dumps(before, default=str),
+        "to": json.dumps(after, default=str),
+        "symbol": symbol or "",
+        "ts_ns": str(time.time_ns()),
+    }
 
 
 class ControlPlane:
@@ -136,6 +171,21 @@ class ControlPlane:
                 return out
             lo = f"({_s(rows[-1][0])}"
 
+    async def audit_events(self, count: int = 100) -> list[AuditEvent]:
+        """The newest ``count`` audit entries, decoded, oldest first."""
+        return [AuditEvent.from_fields(r) for r in await self.audit_log(count)]
+
+    async def audit_events_range(
+        self, since_ns: int | None = None, until_ns: int | None = None
+    ) -> list[AuditEvent]:
+        """Decoded audit entries with since_ns <= ts_ns <= until_ns, oldest first."""
+        return [AuditEvent.from_fields(r) for r in await self.audit_range(since_ns, until_ns)]
+
+    async def first_audit_event(self) -> AuditEvent | None:
+        """Where the audit trail starts (None: it is empty)."""
+        rows = await self.redis.xrange(self.keys.audit, count=1)
+        return AuditEvent.from_entry(*rows[0]) if rows else None
+
     # ---- writes ------------------------------------------------------------------------
     async def _commit(
         self,
@@ -147,18 +197,7 @@ class ControlPlane:
         ops: list[tuple[str, tuple[Any, ...], dict[str, Any]]],
         symbol: str | None = None,
     ) -> dict[str, str]:
-        if not actor or not reason:
-            raise ValueError("every control change needs an actor and a reason")
-        entry = {
-            "event_id": uuid.uuid4().hex,
-            "kind": kind,
-            "actor": actor,
-            "reason": reason,
-            "from": json.dumps(before, default=str),
-            "to": json.dumps(after, default=str),
-            "symbol": symbol or "",
-            "ts_ns": str(time.time_ns()),
-        }
+        entry = _entry(kind, actor, reason, before, after, symbol)
         pipe = self.redis.pipeline(transaction=True)
         for name, args, kwargs in ops:
             getattr(pipe, name)(*args, **kwargs)
@@ -167,7 +206,67 @@ class ControlPlane:
         pipe.publish(self.keys.channel, json.dumps({"kind": kind, "symbol": symbol}))
         results = await pipe.execute()
         # the plane version this change produced (the INCR right after the ops)
-        return {**entry, "version": str(results[len(ops)])}
+        version = int(results[len(ops)])
+        await self._stamp(version)
+        return {**entry, "version": str(version)}
+
+    async def _stamp(self, version: int) -> None:
+        """Record the state audited change ``version`` left (skipped if another change
+        already followed: that one stamps its own)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(self.keys.version)
+                snap = await self.snapshot()
+                if snap.version != version:
+                    return
+                stamp = {"version": version, "digest": snap.digest(), "flags": snap.flags()}
+                pipe.multi()
+                pipe.set(self.keys.audited, json.dumps(stamp))
+                await pipe.execute()
+            except WatchError:
+                return
+            except ResponseError as exc:  # e.g. an ACL without the audited key: the change
+                # itself landed; only external-change detection loses its reference
+                log.warning("control change %d not stamped: %s", version, exc)
+
+    async def detect_external(self, *, actor: str) -> dict[str, str] | None:
+        """Record flags changed outside the audited path as an EXTERNAL_CHANGE entry.
+
+        Returns the audit entry written, or None when the state matches the last audited
+        change (or a change is in flight, or another detector recorded it first).
+        """
+        async with self.redis.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(self.keys.version, self.keys.audited)
+                snap = await self.snapshot()
+                raw = _s(await self.redis.get(self.keys.audited))
+                if raw is None:
+                    return None  # nothing audited yet to compare with
+                stamp = json.loads(raw)
+                if int(stamp.get("version", -1)) != snap.version:
+                    return None  # an audited change is being stamped right now
+                if stamp.get("digest") == snap.digest():
+                    return None
+                before = stamp.get("flags") or {}
+                after = snap.flags()
+                changed = sorted(k for k in after if before.get(k) != after[k])
+                entry = _entry(
+                    "EXTERNAL_CHANGE",
+                    actor,
+                    f"control flags changed outside the audited path: {', '.join(changed)}",
+                    {k: before.get(k) for k in changed},
+                    {k: after[k] for k in changed},
+                    None,
+                )
+                pipe.multi()
+                pipe.incr(self.keys.version)
+                pipe.xadd(self.keys.audit, entry, maxlen=100_000, approximate=True)
+                pipe.publish(self.keys.channel, json.dumps({"kind": "EXTERNAL_CHANGE"}))
+                results = await pipe.execute()
+            except WatchError:
+                return None
+        await self._stamp(int(results[0]))
+        return {**entry, "version": str(results[0])}
 
     async def _check_cooldown(self, force: bool) -> None:
         snap = await self.snapshot()

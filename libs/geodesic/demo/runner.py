@@ -18,6 +18,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from geodesic.contracts.services import FEATURE, RISK_SUPERVISOR
 from geodesic.demo.collect import http_json
 from geodesic.demo.config import DemoSettings
 from geodesic.demo.live import (
@@ -150,12 +151,12 @@ def service_env(info: StackInfo, registry: Path) -> dict[str, str]:
     return {
         **info.env(),
         "GEODESIC_MODEL_REGISTRY": str(registry),
-        "GEODESIC_FEATURE_BAR_SECONDS": "1",
+        f"{FEATURE.env_prefix}BAR_SECONDS": "1",
         "GEODESIC_LOG_LEVEL": "WARNING",
-        "GEODESIC_RISK_SUPERVISOR_DRIFT_WINDOW": "200",
-        "GEODESIC_RISK_SUPERVISOR_ROLLOUT_GUARD__DRIFT_MIN_WINDOW": "200",
-        "GEODESIC_RISK_SUPERVISOR_ROLLOUT_GUARD__MIN_SAMPLES": "50",
-        "GEODESIC_RISK_SUPERVISOR_ROLLOUT_GUARD__EVAL_INTERVAL_S": "0.5",
+        f"{RISK_SUPERVISOR.env_prefix}DRIFT_WINDOW": "200",
+        f"{RISK_SUPERVISOR.env_prefix}ROLLOUT_GUARD__DRIFT_MIN_WINDOW": "200",
+        f"{RISK_SUPERVISOR.env_prefix}ROLLOUT_GUARD__MIN_SAMPLES": "50",
+        f"{RISK_SUPERVISOR.env_prefix}ROLLOUT_GUARD__EVAL_INTERVAL_S": "0.5",
     }
 
 

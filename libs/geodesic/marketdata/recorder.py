@@ -27,7 +27,7 @@ from geodesic.marketdata.recording import (
     kind_of_topic,
     make_recorder,
 )
-from geodesic.runtime.kafka import KafkaSettings, make_consumer
+from geodesic.runtime.kafka import KafkaSettings, make_consumer, topic_partitions
 
 log = logging.getLogger(__name__)
 
@@ -92,14 +92,9 @@ async def record(
     started = time.monotonic()
     try:
         await consumer.start()  # inside try: a failed start must still close the client
-        # List all topics (never ask for one by name: Tansu would auto-create a typo).
-        existing = await consumer.topics()
-        tps: list[TopicPartition] = []
-        for topic in names:
-            partitions = consumer.partitions_for_topic(topic) if topic in existing else None
-            if not partitions:
-                raise LookupError(f"topic {topic!r} does not exist on the broker")
-            tps.extend(TopicPartition(topic, p) for p in sorted(partitions))
+        # All topics' metadata, never one by name (the broker would auto-create a typo).
+        partitions = await topic_partitions(kafka_settings, names, timeout_s=0)
+        tps = [TopicPartition(t, p) for t in names for p in sorted(partitions[t])]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         began = last_arrival = time.monotonic()

@@ -16,12 +16,11 @@ Entry formats replayed (kind: from -> to):
 
 from __future__ import annotations
 
-import ast
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from geodesic.control.audit import AuditEvent, decode_value
 from geodesic.control.state import ControlSnapshot, Rollout, TradingState
 from geodesic.operations.common import format_ns
 
@@ -39,84 +38,8 @@ __all__ = [
 MODEL_KINDS = frozenset({"PROMOTE", "ROLLOUT", "ROLLBACK"})
 
 
-def _rollout_repr(text: str) -> dict[str, Any] | None:
-    """Rollout(mode='canary', ...) -> its fields, by literal evaluation only (no eval)."""
-    try:
-        node = ast.parse(text.strip(), mode="eval").body
-    except SyntaxError:
-        return None
-    if not (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Rollout"):
-        return None
-    try:
-        return {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords if kw.arg}
-    except ValueError:
-        return None
-
-
-def decode_value(raw: str | None) -> Any:
-    """An audit from/to field as data: JSON, with a Rollout repr turned into a dict."""
-    if raw is None or raw == "":
-        return None
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        value = raw
-    if isinstance(value, str) and value.startswith("Rollout("):
-        return _rollout_repr(value) or value
-    return value
-
-
-@dataclass(frozen=True, slots=True)
-class AuditEvent:
-    """One audit entry, decoded; ``id`` is the stream id (the commit order)."""
-
-    id: str
-    ts_ns: int
-    kind: str
-    actor: str
-    reason: str
-    symbol: str | None
-    before: Any
-    after: Any
-    event_id: str = ""
-
-    @classmethod
-    def from_fields(cls, rec: Mapping[str, str]) -> AuditEvent:
-        sid = rec.get("id", "") or ""
-        ts = rec.get("ts_ns") or ""
-        if ts.isdigit():
-            ts_ns = int(ts)
-        else:  # fall back to the stream id's server milliseconds
-            head = sid.split("-", 1)[0]
-            ts_ns = int(head) * 1_000_000 if head.isdigit() else 0
-        return cls(
-            id=sid,
-            ts_ns=ts_ns,
-            kind=rec.get("kind", "") or "",
-            actor=rec.get("actor", "") or "",
-            reason=rec.get("reason", "") or "",
-            symbol=rec.get("symbol") or None,
-            before=decode_value(rec.get("from")),
-            after=decode_value(rec.get("to")),
-            event_id=rec.get("event_id", "") or "",
-        )
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "ts_ns": self.ts_ns,
-            "time": format_ns(self.ts_ns),
-            "kind": self.kind,
-            "symbol": self.symbol,
-            "actor": self.actor,
-            "reason": self.reason,
-            "from": self.before,
-            "to": self.after,
-            "event_id": self.event_id,
-        }
-
-
 def parse_events(records: Iterable[Mapping[str, str]]) -> list[AuditEvent]:
+    """Audit records as read by ControlPlane.audit_log / audit_range, decoded."""
     return [AuditEvent.from_fields(r) for r in records]
 
 

@@ -21,9 +21,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from geodesic.control.audit import AuditEvent
 from geodesic.control.state import ControlSnapshot
 from geodesic.operations.common import format_ns, jsonable
-from geodesic.operations.history import AuditEvent
 from geodesic.operations.status import build_status
 
 __all__ = [

@@ -12,9 +12,10 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from geodesic.control.audit import AuditEvent
 from geodesic.control.state import ControlSnapshot
 from geodesic.operations.common import format_ns, jsonable
-from geodesic.operations.history import AuditEvent, rollout_dict
+from geodesic.operations.history import rollout_dict
 from geodesic.risk.guards import RolloutGuardConfig
 
 __all__ = ["build_status", "drift_view", "shadow_view", "winrate_view"]

@@ -1,23 +1,28 @@
-"""aiokafka clients configured once, for the embedded Tansu broker and for Apache Kafka.
+"""aiokafka clients configured once, for Apache Kafka and for the embedded Tansu fallback.
 
-Every Kafka client in Geodesic is built here so the broker's measured quirks are handled
-in one place (figures and reproduction commands: docs/broker-notes.md):
+Every Kafka client in Geodesic is built here so each broker's measured behaviour is
+handled in one place (figures and reproduction commands: docs/broker-notes.md).
+``broker_flavor`` picks the timings: ``kafka`` (the default: the embedded broker when
+Java 17 is present, and production) or ``tansu``.
 
-- Tansu holds a JoinGroup reply for half the member's session timeout, so the session
-  timeout is what decides how fast a consumer-group member gets its partitions. The
-  ``tansu`` flavor uses 3 s (ready in ~2 s) instead of aiokafka's 10 s / faust's 60 s.
-- Tansu does not answer a waiting fetch as soon as data arrives, so every hop can cost up
-  to ``fetch_max_wait_ms``. The ``tansu`` flavor waits 10 ms: a few ms per hop for
-  ~5 % of a core per idle consumer (plus as much in the broker).
-- Tansu's ListOffsets(latest) answers the last batch's base offset + 1, so
-  ``end_offsets()`` can sit behind the newest records. Use :func:`true_end_offsets` and
-  :func:`read_to_end`, which trust the fetch high watermark instead.
-- Tansu refuses idempotent and transactional producers, so producers are always
-  ``acks="all"`` without idempotence: delivery is at-least-once and consumers dedupe
-  by event id.
+Apache Kafka (kafka flavor):
+- A waiting fetch is answered as soon as data arrives, so ``fetch_max_wait_ms`` stays at
+  500 ms (idle consumers cost little) without adding latency.
+- A lone member joins in well under a second whatever the session timeout; a rebalance
+  (a member joining or leaving) takes one heartbeat interval, so heartbeats are 1 s
+  (3 s costs 3 s per rebalance) with Kafka's usual 10 s session.
+- Producers are idempotent (a retried send is not written twice).
 
-The ``kafka`` flavor keeps timings that suit Apache Kafka (whose default
-``group.min.session.timeout.ms`` of 6 s would reject the Tansu values).
+Tansu (tansu flavor), workarounds that only it needs:
+- It holds a JoinGroup reply for half the member's session timeout, so the session
+  timeout decides how fast a member gets its partitions: 3 s (ready in ~2 s).
+- It does not answer a waiting fetch as soon as data arrives, so every hop can cost up
+  to ``fetch_max_wait_ms``: 10 ms (a few ms per hop for ~5 % of a core per idle consumer).
+- Its ListOffsets(latest) answers the last batch's base offset + 1, so ``end_offsets()``
+  can sit behind the newest records. :func:`true_end_offsets` and :func:`read_to_end`
+  trust the fetch high watermark instead (right on both brokers).
+- It refuses idempotent and transactional producers: ``acks="all"`` without idempotence,
+  at-least-once delivery, consumers dedupe by event id.
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ FLAVOR_DEFAULTS: Mapping[BrokerFlavor, Mapping[str, int]] = {
     },
     "kafka": {
         "session_timeout_ms": 10000,
-        "heartbeat_interval_ms": 3000,
+        "heartbeat_interval_ms": 1000,
         "rebalance_timeout_ms": 30000,
         "fetch_max_wait_ms": 500,
     },
@@ -69,7 +74,7 @@ class KafkaSettings(BaseSettings):
 
     bootstrap: str = Field(default="127.0.0.1:9092", min_length=1)
     client_id: str = Field(default="geodesic", min_length=1)
-    broker_flavor: BrokerFlavor = "tansu"
+    broker_flavor: BrokerFlavor = "kafka"
 
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
@@ -86,11 +91,15 @@ class KafkaSettings(BaseSettings):
     retry_backoff_ms: int = Field(default=100, gt=0)
     connections_max_idle_ms: int = Field(default=540000, gt=0)
 
-    # Consumer. Defaults shown are the tansu flavor's; unset ones follow broker_flavor.
-    session_timeout_ms: int = Field(default=3000, gt=0)
-    heartbeat_interval_ms: int = Field(default=500, gt=0)
-    rebalance_timeout_ms: int = Field(default=3000, gt=0)
-    fetch_max_wait_ms: int = Field(default=10, ge=0)
+    # Consumer. Defaults shown are the kafka flavor's; unset ones follow broker_flavor.
+    session_timeout_ms: int = Field(default=FLAVOR_DEFAULTS["kafka"]["session_timeout_ms"], gt=0)
+    heartbeat_interval_ms: int = Field(
+        default=FLAVOR_DEFAULTS["kafka"]["heartbeat_interval_ms"], gt=0
+    )
+    rebalance_timeout_ms: int = Field(
+        default=FLAVOR_DEFAULTS["kafka"]["rebalance_timeout_ms"], gt=0
+    )
+    fetch_max_wait_ms: int = Field(default=FLAVOR_DEFAULTS["kafka"]["fetch_max_wait_ms"], ge=0)
     fetch_min_bytes: int = Field(default=1, ge=1)
     max_poll_interval_ms: int = Field(default=300000, gt=0)
     max_poll_records: int | None = Field(default=None, ge=1)
@@ -100,7 +109,7 @@ class KafkaSettings(BaseSettings):
     enable_auto_commit: bool = False
     auto_commit_interval_ms: int = Field(default=1000, gt=0)
 
-    # Producer (acks is always "all"; idempotence is refused by Tansu).
+    # Producer (acks is always "all"; idempotent on Kafka, refused by Tansu).
     linger_ms: int = Field(default=0, ge=0)
     max_batch_size: int = Field(default=16384, gt=0)
     max_request_size: int = Field(default=1048576, gt=0)
@@ -112,7 +121,7 @@ class KafkaSettings(BaseSettings):
         """Fill timing fields the caller left unset from the broker flavor's table."""
         if not isinstance(data, dict):
             return data
-        flavor = data.get("broker_flavor", "tansu")
+        flavor = data.get("broker_flavor", "kafka")
         if flavor not in FLAVOR_DEFAULTS:
             return data  # the Literal check names the field
         return {**FLAVOR_DEFAULTS[flavor], **data}
@@ -225,18 +234,20 @@ def consumer_config(
 def producer_config(
     settings: KafkaSettings | None = None, *, client_id: str | None = None, **overrides: Any
 ) -> dict[str, Any]:
-    """AIOKafkaProducer keyword arguments: acks=all, never idempotent or transactional."""
-    bad = [k for k in _FORBIDDEN_PRODUCER_OVERRIDES if overrides.get(k)]
-    if bad:
-        raise ValueError(
-            f"{', '.join(bad)} refused: the broker rejects InitProducerId (idempotent and "
-            "transactional producers); Geodesic is at-least-once with deduplicating consumers"
-        )
+    """AIOKafkaProducer keyword arguments: acks=all; idempotent on Apache Kafka (a retried
+    send is never written twice), never idempotent or transactional on Tansu."""
     s = _resolve(settings)
+    bad = [k for k in _FORBIDDEN_PRODUCER_OVERRIDES if overrides.get(k)]
+    if bad and s.broker_flavor == "tansu":
+        raise ValueError(
+            f"{', '.join(bad)} refused: Tansu rejects InitProducerId (idempotent and "
+            "transactional producers); use Apache Kafka (broker_flavor=kafka) for them, on "
+            "Tansu Geodesic is at-least-once with deduplicating consumers"
+        )
     config = common_config(s, client_id=client_id)
     config.update(
         acks="all",
-        enable_idempotence=False,
+        enable_idempotence=s.broker_flavor == "kafka",
         linger_ms=s.linger_ms,
         max_batch_size=s.max_batch_size,
         max_request_size=s.max_request_size,
@@ -272,7 +283,7 @@ def make_consumer(
 def make_producer(
     settings: KafkaSettings | None = None, *, client_id: str | None = None, **overrides: Any
 ) -> AIOKafkaProducer:
-    """A tuned at-least-once producer (not started). Call inside a running event loop."""
+    """A tuned producer (not started; idempotent on Kafka). Call inside a running loop."""
     return AIOKafkaProducer(**producer_config(settings, client_id=client_id, **overrides))
 
 
@@ -301,23 +312,34 @@ async def wait_for_assignment(
     return set(consumer.assignment())
 
 
-async def _partitions_of(settings: KafkaSettings | None, topic: str, timeout_s: float) -> set[int]:
-    """Partition ids of ``topic`` from a metadata request naming it.
+async def topic_partitions(
+    settings: KafkaSettings | None, topics: Sequence[str], *, timeout_s: float = 10.0
+) -> dict[str, set[int]]:
+    """Partition ids of each of ``topics``, waiting up to ``timeout_s`` for all to show.
 
-    Not ``consumer.partitions_for_topic()``: a consumer with no subscription keeps no
-    metadata on Apache Kafka (its refresh asks for no topics); Tansu answers that request
-    with every topic, which hid the difference.
+    Asks for every topic's metadata, never for one by name (a broker that auto-creates
+    topics would create a typo), and not through ``consumer.partitions_for_topic()``: a
+    consumer with no subscription keeps no metadata on Apache Kafka (its refresh asks for
+    no topics), which Tansu hid by answering that request with every topic. Raises
+    LookupError naming the topics still missing.
     """
     deadline = time.monotonic() + timeout_s
     admin = make_admin(settings, client_id=f"geodesic-partitions-{uuid.uuid4().hex[:6]}")
     await admin.start()
     try:
         while True:
-            for entry in await admin.describe_topics([topic]):
-                if entry.get("error_code") == 0 and entry.get("partitions"):
-                    return {p["partition"] for p in entry["partitions"]}
-            if time.monotonic() > deadline:
-                raise LookupError(f"topic {topic!r} has no partitions in metadata")
+            found = {
+                entry["topic"]: {p["partition"] for p in entry["partitions"]}
+                for entry in await admin.describe_topics(None)
+                if entry.get("error_code") == 0 and entry.get("partitions")
+            }
+            missing = [t for t in topics if t not in found]
+            if not missing:
+                return {t: found[t] for t in topics}
+            if time.monotonic() >= deadline:
+                names = ", ".join(repr(t) for t in missing)
+                verb = "does" if len(missing) == 1 else "do"
+                raise LookupError(f"topic {names} {verb} not exist on the broker")
             await asyncio.sleep(0.05)
     finally:
         await admin.close()
@@ -389,7 +411,7 @@ async def read_to_end(
     records: list[ConsumerRecord] = []
     try:
         deadline = time.monotonic() + timeout_s
-        partitions = await _partitions_of(settings, topic, timeout_s)
+        partitions = (await topic_partitions(settings, [topic], timeout_s=timeout_s))[topic]
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         offsets = start_offsets or {}
@@ -464,6 +486,7 @@ __all__ = [
     "make_producer",
     "producer_config",
     "read_to_end",
+    "topic_partitions",
     "true_end_offsets",
     "wait_for_assignment",
 ]

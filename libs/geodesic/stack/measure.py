@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
@@ -29,6 +30,7 @@ from geodesic.runtime.kafka import (
     true_end_offsets,
     wait_for_assignment,
 )
+from geodesic.stack.kafka_broker import EmbeddedBroker
 from geodesic.stack.topics import TopicShape, ensure_topics
 
 
@@ -131,7 +133,12 @@ def _quantile(sorted_values: Sequence[float], q: float) -> float:
 
 
 async def measure_latency(
-    settings: KafkaSettings, *, rate_per_s: float = 1000, count: int = 3000, partitions: int = 4
+    settings: KafkaSettings,
+    *,
+    rate_per_s: float = 1000,
+    count: int = 3000,
+    partitions: int = 4,
+    **producer_overrides: Any,
 ) -> Latency:
     """Produce ``count`` keyed records at ``rate_per_s``; time each produce->consume hop.
 
@@ -139,7 +146,7 @@ async def measure_latency(
     """
     topic = await scratch_topic(settings, partitions, "lat")
     consumer = make_consumer(settings, topics=[topic], group_id=f"g-{topic}")
-    producer = make_producer(settings)
+    producer = make_producer(settings, **producer_overrides)
     await consumer.start()
     await producer.start()
     latencies: list[float] = []
@@ -284,12 +291,53 @@ async def idempotent_producer_error(settings: KafkaSettings, *, transactional: b
     )
     try:
         await asyncio.wait_for(producer.start(), 15)
-        await asyncio.wait_for(producer.send_and_wait(topic, b"x"), 15)
+        if transactional:
+            async with producer.transaction():
+                await asyncio.wait_for(producer.send_and_wait(topic, b"x"), 15)
+        else:
+            await asyncio.wait_for(producer.send_and_wait(topic, b"x"), 15)
     except (KafkaError, TimeoutError) as exc:
         return f"{type(exc).__module__}.{type(exc).__name__}: {exc}"
     finally:
         await producer.stop()
     return "accepted"
+
+
+# ---------------------------------------------------------------- lifecycle
+
+
+def measure_lifecycle(broker: EmbeddedBroker | None) -> dict[str, Any]:
+    """Seconds for the launcher's start (both servers + every topics.yaml topic), a broker
+    restart with the topics ensured again, and stop; plus the broker's RSS when idle."""
+    from geodesic.stack.embedded import EmbeddedStack
+
+    stack = EmbeddedStack(use_env=False, broker=broker)
+    started = time.monotonic()
+    info = stack.start()
+    start_s = time.monotonic() - started
+    try:
+        rss_kib = _rss_kib(info.pids["broker"])
+        started = time.monotonic()
+        stack.restart_broker()
+        restart_s = time.monotonic() - started
+    finally:
+        started = time.monotonic()
+        stack.stop()
+        stop_s = time.monotonic() - started
+    return {
+        "broker": stack.broker,
+        "start_s": round(start_s, 2),
+        "restart_s": round(restart_s, 2),
+        "stop_s": round(stop_s, 2),
+        "idle_broker_rss_mib": round(rss_kib / 1024),
+    }
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
 
 
 # --------------------------------------------------------------------- CLI
@@ -298,7 +346,7 @@ async def idempotent_producer_error(settings: KafkaSettings, *, transactional: b
 async def _main(args: argparse.Namespace, settings: KafkaSettings, broker_pid: int | None) -> dict:
     if args.what == "join":
         out: dict = {}
-        for session_ms in args.session_timeout_ms:
+        for session_ms in args.session_timeout_ms or [settings.session_timeout_ms]:
             tuned = settings.model_copy(
                 update={
                     "session_timeout_ms": session_ms,
@@ -310,13 +358,24 @@ async def _main(args: argparse.Namespace, settings: KafkaSettings, broker_pid: i
             out[f"session_timeout_ms={session_ms}"] = round(await measure_join(tuned), 2)
         return out
     if args.what == "rebalance":
-        return asdict(await measure_two_members(settings))
+        out = {}
+        for beat_ms in args.heartbeat_interval_ms or [settings.heartbeat_interval_ms]:
+            tuned = settings.model_copy(update={"heartbeat_interval_ms": beat_ms})
+            out[f"heartbeat_interval_ms={beat_ms}"] = asdict(await measure_two_members(tuned))
+        return out
     if args.what in ("latency", "idle-cpu"):
         out = {}
-        for wait_ms in args.fetch_max_wait_ms:
+        if args.what == "latency" and args.warmup_count:  # a fresh JVM runs cold at first
+            await measure_latency(settings, rate_per_s=args.rate, count=args.warmup_count)
+        for wait_ms in args.fetch_max_wait_ms or [settings.fetch_max_wait_ms]:
             tuned = settings.model_copy(update={"fetch_max_wait_ms": wait_ms})
             if args.what == "latency":
-                result = await measure_latency(tuned, rate_per_s=args.rate, count=args.count)
+                result = await measure_latency(
+                    tuned,
+                    rate_per_s=args.rate,
+                    count=args.count,
+                    **({"enable_idempotence": False} if args.plain_producer else {}),
+                )
             else:
                 result = await measure_idle_cpu(tuned, broker_pid=broker_pid, seconds=args.seconds)
             out[f"fetch_max_wait_ms={wait_ms}"] = asdict(result)
@@ -334,21 +393,59 @@ async def _main(args: argparse.Namespace, settings: KafkaSettings, broker_pid: i
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m geodesic.stack.measure")
     parser.add_argument(
-        "what", choices=["join", "rebalance", "latency", "idle-cpu", "end-offsets", "idempotence"]
+        "what",
+        choices=[
+            "join",
+            "rebalance",
+            "latency",
+            "idle-cpu",
+            "end-offsets",
+            "idempotence",
+            "lifecycle",
+        ],
     )
-    parser.add_argument("--session-timeout-ms", type=int, nargs="+", default=[3000])
-    parser.add_argument("--fetch-max-wait-ms", type=int, nargs="+", default=[10])
+    parser.add_argument(
+        "--session-timeout-ms", type=int, nargs="+", help="default: the broker flavor's"
+    )
+    parser.add_argument(
+        "--heartbeat-interval-ms", type=int, nargs="+", help="default: the broker flavor's"
+    )
+    parser.add_argument(
+        "--fetch-max-wait-ms", type=int, nargs="+", help="default: the broker flavor's"
+    )
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--count", type=int, default=3000)
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument(
+        "--warmup-count",
+        type=int,
+        default=0,
+        help="latency: records sent (and not counted) before measuring, e.g. to warm a JVM",
+    )
+    parser.add_argument(
+        "--plain-producer",
+        action="store_true",
+        help="latency: a non-idempotent producer (Kafka's default here is idempotent)",
+    )
+    parser.add_argument(
+        "--broker",
+        choices=("kafka", "tansu"),
+        default=None,
+        help="embedded broker to measure (default: as `geodesic up` chooses)",
+    )
     args = parser.parse_args(argv)
 
     from geodesic.stack.embedded import EmbeddedStack
 
-    with EmbeddedStack(topics={}) as info:
-        stack_settings = KafkaSettings(bootstrap=info.bootstrap)
+    if args.what == "lifecycle":
+        print(json.dumps(measure_lifecycle(args.broker), indent=2))
+        return 0
+    stack = EmbeddedStack(topics={}, use_env=False, broker=args.broker)
+    with stack as info:
+        # the broker's own flavor timings; the options above override them per run
+        stack_settings = stack.kafka_settings
         result = asyncio.run(_main(args, stack_settings, info.pids.get("broker")))
-    print(json.dumps(result, indent=2))
+    print(json.dumps({"broker": stack.broker, **result}, indent=2))
     return 0
 
 

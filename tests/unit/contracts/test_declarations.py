@@ -72,7 +72,8 @@ def test_no_service_is_named_by_hand_where_its_declaration_should_be_used() -> N
         rf"services\[[\"']({names})[\"']\]",  # fleet.services["scorer"]
         rf"service_state\([\"']({names})[\"']",  # Redis state of a service
         rf"CheckpointStore\([^)]*[\"']({names})[\"']",
-        r"[\"']risk_supervisor[\"']|[\"']GEODESIC_RISK_[A-Z]",  # the old spellings
+        r"[\"']risk_supervisor[\"']",  # the package, outside its declaration
+        r"[\"']GEODESIC_(COLLECTOR|FEATURE|SCORER|SHADOW|RISK)_",  # use spec.env_prefix
         rf"[\"']geodesic-({names})[\"']",  # a group id
     )
     for pattern in lookups:

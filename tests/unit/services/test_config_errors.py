@@ -62,7 +62,7 @@ BAD_SETTINGS = [
     (KafkaSettings, "GEODESIC_KAFKA_BROKER_FLAVOR", "redpanda", "broker_flavor"),
     (KafkaSettings, "GEODESIC_KAFKA_SASL_MECHANISM", "GSSAPI", "sasl_mechanism"),
     (KafkaSettings, "GEODESIC_KAFKA_SSL_CAFILE", "/nonexistent/ca.pem", "ssl_cafile"),
-    (KafkaSettings, "GEODESIC_KAFKA_HEARTBEAT_INTERVAL_MS", "5000", "heartbeat_interval_ms"),
+    (KafkaSettings, "GEODESIC_KAFKA_HEARTBEAT_INTERVAL_MS", "20000", "heartbeat_interval_ms"),
     (KafkaSettings, "GEODESIC_KAFKA_BOOTSTRAP", "", "bootstrap"),
 ]
 
