@@ -33,8 +33,8 @@ from geodesic.demo.report import build_summary, write_report
 from geodesic.demo.stages import StageFailedError, Stages
 from geodesic.features import WARMUP_BARS
 from geodesic.lifecycle.config import DatasetConfig, TrainConfig
-from geodesic.lifecycle.dataset import live_bar_offset
 from geodesic.lifecycle.training import train
+from geodesic.lifecycle.training_data import live_bar_offset
 from geodesic.marketdata import load_dataset
 from geodesic.marketdata.replay import backfill_start_ns
 from geodesic.stack import EmbeddedStack, StackInfo

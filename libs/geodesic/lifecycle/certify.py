@@ -31,11 +31,11 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict
 
 from geodesic.lifecycle.config import CertifyConfig, DatasetConfig
-from geodesic.lifecycle.dataset import feature_rows, holdout_series, training_series
 from geodesic.lifecycle.evaluation import exact_lorentz_topk
 from geodesic.lifecycle.registry import load_manifest, load_verified, sign_model_dir
 from geodesic.lifecycle.reports import write_json
 from geodesic.lifecycle.signing import SigningKey
+from geodesic.lifecycle.training_data import feature_rows, holdout_series, training_series
 from lorentzcore.ann import AnnIndex, recall_at_k
 from lorentzcore.hyperbolic import lorentz_distances_to_query
 from lorentzcore.model import AnalogModel

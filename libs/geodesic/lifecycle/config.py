@@ -28,7 +28,7 @@ PosFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 
 class DatasetConfig(BaseModel):
-    """How bars become (features, label, time) samples; see ``lifecycle.dataset``."""
+    """How bars become (features, label, time) samples; see ``lifecycle.training_data``."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 

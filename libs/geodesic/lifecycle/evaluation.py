@@ -44,7 +44,6 @@ from geodesic.lifecycle.baselines import (
     PriorRule,
 )
 from geodesic.lifecycle.config import TrainConfig
-from geodesic.lifecycle.dataset import LabeledDataset, build_dataset, load_series
 from geodesic.lifecycle.reports import (
     AnnAccuracy,
     DeflatedSharpe,
@@ -57,6 +56,8 @@ from geodesic.lifecycle.reports import (
     SkillMetrics,
     TradingMetrics,
 )
+from geodesic.lifecycle.training_data import LabeledDataset, build_dataset
+from geodesic.marketdata.datasets import load_source
 from lorentzcore.ann import recall_at_k
 from lorentzcore.hyperbolic import lorentz_distances_to_query
 from lorentzcore.kernels import KernelConfig, kernel_weights, shrink_to_base_rate, weighted_prob
@@ -538,7 +539,7 @@ def walk_forward_holdout(
     if not cfg.walk_forward_holdout or dc.cutoff is None:
         return None
     full_cfg = dc.model_copy(update={"cutoff": None, "max_bars": None})
-    series = [load_series(n, synthetic_bars=dc.synthetic_bars, seed=dc.seed) for n in dc.datasets]
+    series = [load_source(n, synthetic_bars=dc.synthetic_bars, seed=dc.seed) for n in dc.datasets]
     full = build_dataset(series, full_cfg)
     cut = np.datetime64(dc.cutoff, "D")
     hold = np.flatnonzero(full.dates >= cut)

@@ -40,7 +40,6 @@ from geodesic.lifecycle.config import (
     GateThresholds,
     TrainConfig,
 )
-from geodesic.lifecycle.dataset import LabeledDataset, load_training_dataset
 from geodesic.lifecycle.drift import DRIFT_FILE, drift_reference
 from geodesic.lifecycle.evaluation import (
     CrossValidation,
@@ -67,6 +66,7 @@ from geodesic.lifecycle.reports import (
     write_report,
 )
 from geodesic.lifecycle.signing import SigningKey, resolve_signing_key
+from geodesic.lifecycle.training_data import LabeledDataset, load_training_dataset
 from lorentzcore.model import AnalogModel
 from lorentzcore.scorer import Scorer
 

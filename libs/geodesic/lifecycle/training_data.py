@@ -1,5 +1,9 @@
 """Training samples from bars: the feature service's own features, forward labels, bar times.
 
+Sources are named as the market-data registry resolves them
+(``geodesic.marketdata.datasets.load_source``: registered data sets, ``synthetic[:SEED]``,
+``recorded:FILE.npz[:SYMBOL]``).
+
 Features come from ``compute_features_batch``, the code the feature service runs (bit for
 bit the streaming ``FeatureEngine``), never a copy, so a model is trained on exactly the
 vectors it will score. Row t uses bars <= t only; the label of row t uses bars t..t+h only.
@@ -43,9 +47,8 @@ from geodesic.features.compute import (
     schema_hash,
 )
 from geodesic.lifecycle.config import DatasetConfig
-from geodesic.marketdata.datasets import BarSeries, load_dataset
+from geodesic.marketdata.datasets import BarSeries, load_source
 from geodesic.marketdata.replay import ReplayConfig
-from geodesic.marketdata.synthetic import SyntheticConfig, generate_market
 
 __all__ = [
     "LabeledDataset",
@@ -54,7 +57,6 @@ __all__ = [
     "forward_labels",
     "holdout_series",
     "live_bar_offset",
-    "load_series",
     "load_training_dataset",
     "training_series",
     "training_spreads",
@@ -116,32 +118,6 @@ def live_bar_offset(t0_ns: int, bar_seconds: int, n_training_bars: int) -> int:
     if start < n_training_bars:
         raise ValueError(f"t0 bar index {start} is before the {n_training_bars} training bars")
     return int(start - n_training_bars)
-
-
-def load_series(name: str, *, synthetic_bars: int = 3000, seed: int = 0) -> BarSeries:
-    """A registered data set, ``synthetic[:seed]`` (generate_market with planted structure),
-    or ``recorded:FILE.npz[:SYMBOL]`` (bars captured from md.bars by `geodesic record`)."""
-    if name.startswith("recorded:"):
-        from geodesic.marketdata.recording import load_bars_npz
-
-        path, _, symbol = name.removeprefix("recorded:").partition(".npz:")
-        path = path if path.endswith(".npz") or not symbol else path + ".npz"
-        recorded = load_bars_npz(path if symbol else name.removeprefix("recorded:"))
-        if not symbol:
-            if len(recorded) != 1:
-                raise ValueError(f"{name}: holds {sorted(recorded)}; name one as {name}:SYMBOL")
-            return next(iter(recorded.values()))
-        if symbol not in recorded:
-            raise ValueError(f"{name}: no symbol {symbol!r} (has {sorted(recorded)})")
-        return recorded[symbol]
-    if name == "synthetic" or name.startswith("synthetic:"):
-        _, _, tail = name.partition(":")
-        sym_seed = int(tail) if tail else seed
-        series, _ = generate_market(
-            SyntheticConfig(n_bars=synthetic_bars, seed=sym_seed, symbol=f"SYN{sym_seed}")
-        )
-        return series
-    return load_dataset(name)
 
 
 def training_spreads(
@@ -264,7 +240,7 @@ def training_series(config: DatasetConfig) -> list[BarSeries]:
     """The configured series, cut before ``cutoff`` and to the last ``max_bars`` bars."""
     out: list[BarSeries] = []
     for name in config.datasets:
-        s = load_series(name, synthetic_bars=config.synthetic_bars, seed=config.seed)
+        s = load_source(name, synthetic_bars=config.synthetic_bars, seed=config.seed)
         if config.cutoff is not None:
             k = int(np.searchsorted(s.dates, np.datetime64(config.cutoff, "D"), side="left"))
             s = s.take(slice(0, k))
@@ -282,7 +258,7 @@ def holdout_series(config: DatasetConfig, warmup: int) -> list[BarSeries]:
     if config.cutoff is None:
         return out
     for name in config.datasets:
-        s = load_series(name, synthetic_bars=config.synthetic_bars, seed=config.seed)
+        s = load_source(name, synthetic_bars=config.synthetic_bars, seed=config.seed)
         k = int(np.searchsorted(s.dates, np.datetime64(config.cutoff, "D"), side="left"))
         if k < len(s):
             out.append(s.take(slice(max(0, k - warmup), None)))
