@@ -220,9 +220,9 @@ async def _active(redis_url: str) -> str | None:
 
 
 def _start(args: argparse.Namespace, root: Path) -> int:
+    from geodesic.lifecycle.bootstrap import ensure_model
     from geodesic.lifecycle.registry import demo_promotion_reason
     from geodesic.stack import ENV_REDIS_URL, EmbeddedStack
-    from geodesic.stack.bootstrap import ensure_model
     from geodesic.stack.fleet import Fleet, stop_fleet_from_state
     from geodesic.stack.kafka_broker import KafkaUnavailableError
     from geodesic.stack.redis_acl import OPERATOR, SERVICE_USERS

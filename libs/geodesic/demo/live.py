@@ -23,7 +23,7 @@ from geodesic.contracts.services import COLLECTOR, RISK_SUPERVISOR, SCORER
 from geodesic.control import ControlPlane, ControlSnapshot, Rollout
 from geodesic.demo.collect import HOPS, Observed, Observer, http_json, metric_values
 from geodesic.demo.config import DemoSettings
-from geodesic.demo.report import percentiles
+from geodesic.demo.demo_report import percentiles
 from geodesic.demo.stages import Stages
 from geodesic.features import WARMUP_BARS
 from geodesic.lifecycle.registry import demo_promotion_reason

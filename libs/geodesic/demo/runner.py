@@ -21,6 +21,7 @@ from rich.table import Table
 from geodesic.contracts.services import FEATURE, RISK_SUPERVISOR
 from geodesic.demo.collect import http_json
 from geodesic.demo.config import DemoSettings
+from geodesic.demo.demo_report import build_summary, write_report
 from geodesic.demo.live import (
     ACTIVE,
     CANDIDATE,
@@ -29,7 +30,6 @@ from geodesic.demo.live import (
     ServicePorts,
     live_phase,
 )
-from geodesic.demo.report import build_summary, write_report
 from geodesic.demo.stages import StageFailedError, Stages
 from geodesic.features import WARMUP_BARS
 from geodesic.lifecycle.config import DatasetConfig, TrainConfig

@@ -32,8 +32,8 @@ from pydantic import BaseModel, ConfigDict
 
 from geodesic.lifecycle.config import CertifyConfig, DatasetConfig
 from geodesic.lifecycle.evaluation import exact_lorentz_topk
+from geodesic.lifecycle.offline_report import write_json
 from geodesic.lifecycle.registry import load_manifest, load_verified, sign_model_dir
-from geodesic.lifecycle.reports import write_json
 from geodesic.lifecycle.signing import SigningKey
 from geodesic.lifecycle.training_data import feature_rows, holdout_series, training_series
 from lorentzcore.ann import AnnIndex, recall_at_k

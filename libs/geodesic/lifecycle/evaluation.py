@@ -44,7 +44,7 @@ from geodesic.lifecycle.baselines import (
     PriorRule,
 )
 from geodesic.lifecycle.config import TrainConfig
-from geodesic.lifecycle.reports import (
+from geodesic.lifecycle.offline_report import (
     AnnAccuracy,
     DeflatedSharpe,
     EvaluationSection,

@@ -50,20 +50,20 @@ from geodesic.lifecycle.evaluation import (
     walk_forward_holdout,
 )
 from geodesic.lifecycle.gates import GateResult, offline_gates
-from geodesic.lifecycle.registry import (
-    dev_key_path_for_registry,
-    discard,
-    publish,
-    sign_model_dir,
-    staging_dir,
-)
-from geodesic.lifecycle.reports import (
+from geodesic.lifecycle.offline_report import (
     DatasetSummary,
     EvaluationSection,
     GateRecord,
     OfflineReport,
     write_json,
     write_report,
+)
+from geodesic.lifecycle.registry import (
+    dev_key_path_for_registry,
+    discard,
+    publish,
+    sign_model_dir,
+    staging_dir,
 )
 from geodesic.lifecycle.signing import SigningKey, resolve_signing_key
 from geodesic.lifecycle.training_data import LabeledDataset, load_training_dataset
