@@ -18,6 +18,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from geodesic.contracts.model_registry import ENV_MODEL_REGISTRY
 from geodesic.contracts.services import FEATURE, RISK_SUPERVISOR
 from geodesic.demo.collect import http_json
 from geodesic.demo.config import DemoSettings
@@ -150,7 +151,7 @@ def service_env(info: StackInfo, registry: Path) -> dict[str, str]:
     """One-second bars and a risk supervisor that judges on demo-sized windows."""
     return {
         **info.env(),
-        "GEODESIC_MODEL_REGISTRY": str(registry),
+        ENV_MODEL_REGISTRY: str(registry),
         f"{FEATURE.env_prefix}BAR_SECONDS": "1",
         "GEODESIC_LOG_LEVEL": "WARNING",
         f"{RISK_SUPERVISOR.env_prefix}DRIFT_WINDOW": "200",

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from geodesic.contracts.model_registry import DEFAULT_MODEL_REGISTRY
 from geodesic.features.compute import WARMUP_BARS
 from geodesic.lifecycle.certify import (
     CertifyResult,
@@ -34,7 +35,6 @@ from geodesic.lifecycle.certify import (
     write_certify,
 )
 from geodesic.lifecycle.config import (
-    DEFAULT_REGISTRY_ROOT,
     DEFAULT_REPORTS_ROOT,
     CertifyConfig,
     GateThresholds,
@@ -291,7 +291,7 @@ def train(
     cfg: TrainConfig,
     *,
     model_id: str | None = None,
-    registry_root: Path = DEFAULT_REGISTRY_ROOT,
+    registry_root: Path = DEFAULT_MODEL_REGISTRY,
     reports_root: Path = DEFAULT_REPORTS_ROOT,
     thresholds: GateThresholds | None = None,
     certify: CertifyConfig | None = None,
