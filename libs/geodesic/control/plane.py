@@ -184,7 +184,10 @@ class ControlPlane:
     async def first_audit_event(self) -> AuditEvent | None:
         """Where the audit trail starts (None: it is empty)."""
         rows = await self.redis.xrange(self.keys.audit, count=1)
-        return AuditEvent.from_entry(*rows[0]) if rows else None
+        if not rows:
+            return None
+        entry_id, fields = rows[0]
+        return AuditEvent.from_entry(entry_id or "", fields or {})
 
     # ---- writes ------------------------------------------------------------------------
     async def _commit(

@@ -34,7 +34,7 @@ from geodesic.cli.operator.args import (
 from geodesic.cli.operator.plumbing import runner
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     conn, change = parents()
 
     p = sub.add_parser(
