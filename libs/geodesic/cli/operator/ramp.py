@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Awaitable, Callable
 
 from pydantic import ValidationError
 
@@ -23,6 +24,7 @@ from geodesic.cli.operator.plumbing import (
     tag,
 )
 from geodesic.rollout import RolloutPlan
+from geodesic.rollout.machine import Transition
 from geodesic.rollout.operator import (
     RolloutRefusedError,
     abort_rollout,
@@ -73,7 +75,9 @@ async def start(args: argparse.Namespace, ctx: Ctx) -> int:
     return 0
 
 
-async def _operate(args: argparse.Namespace, ctx: Ctx, op) -> int:  # noqa: ANN001
+async def _operate(
+    args: argparse.Namespace, ctx: Ctx, op: Callable[..., Awaitable[Transition]]
+) -> int:
     try:
         t = await op(ctx.plane, actor=actor_of(args), reason=args.reason)
     except RolloutRefusedError as exc:
