@@ -365,7 +365,7 @@ class RiskProcessor:
             if entry_id is None or fields is None:
                 continue
             eid = _text(entry_id)
-            f = {_text(k): _text(v) for k, v in fields.items()}
+            f: dict[bytes | str, bytes | str] = {_text(k): _text(v) for k, v in fields.items()}
             try:
                 event = audit_to_event(eid, f)
             except ValidationError as exc:

@@ -23,12 +23,16 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError, WatchError
+from redis.typing import EncodableT, FieldT
 
 from geodesic.control.audit import AuditEvent
 from geodesic.control.keys import Keys
 from geodesic.control.state import ControlSnapshot, Rollout, TradingState
 
 log = logging.getLogger(__name__)
+
+#: one queued Redis command: (method name, positional args, keyword args)
+RedisOp = tuple[str, tuple[Any, ...], dict[str, Any]]
 
 SLOTS = ("active", "shadow", "previous")
 
@@ -130,9 +134,11 @@ class ControlPlane:
 
     async def audit_log(self, count: int = 100) -> list[dict[str, str]]:
         """The newest `count` audit entries, oldest first."""
-        rows = await self.redis.xrevrange(self.keys.audit, count=count)
+        rows = await self.redis.xrevrange(self.keys.audit, count=count) or []
         out = []
         for entry_id, fields in reversed(rows):
+            if fields is None:
+                continue
             rec = {_s(a) or "": _s(b) or "" for a, b in fields.items()}
             rec["id"] = _s(entry_id) or ""
             out.append(rec)
@@ -157,8 +163,10 @@ class ControlPlane:
         hi = "+" if until_ns is None else str(until_ns // 1_000_000 + skew_ms)
         out: list[dict[str, str]] = []
         while True:
-            rows = await self.redis.xrange(self.keys.audit, min=lo, max=hi, count=batch)
+            rows = await self.redis.xrange(self.keys.audit, min=lo, max=hi, count=batch) or []
             for entry_id, fields in rows:
+                if fields is None:
+                    continue
                 rec = {_s(a) or "": _s(b) or "" for a, b in fields.items()}
                 rec["id"] = _s(entry_id) or ""
                 ts = rec.get("ts_ns", "")
@@ -197,7 +205,7 @@ class ControlPlane:
         reason: str,
         before: Any,
         after: Any,
-        ops: list[tuple[str, tuple[Any, ...], dict[str, Any]]],
+        ops: list[RedisOp],
         symbol: str | None = None,
     ) -> dict[str, str]:
         entry = _entry(kind, actor, reason, before, after, symbol)
@@ -261,7 +269,8 @@ class ControlPlane:
                 )
                 pipe.multi()
                 pipe.incr(self.keys.version)
-                pipe.xadd(self.keys.audit, entry, maxlen=100_000, approximate=True)
+                fields: dict[FieldT, EncodableT] = dict(entry.items())
+                pipe.xadd(self.keys.audit, fields, maxlen=100_000, approximate=True)
                 pipe.publish(self.keys.channel, json.dumps({"kind": "EXTERNAL_CHANGE"}))
                 results = await pipe.execute()
             except WatchError:
@@ -290,7 +299,7 @@ class ControlPlane:
             raise ValueError(f"slot: unknown slot {slot!r} (expected one of {SLOTS})")
         key = self.keys.slot(slot)
         before = _s(await self.redis.get(key))
-        op = ("set", (key, model_id), {}) if model_id else ("delete", (key,), {})
+        op: RedisOp = ("set", (key, model_id), {}) if model_id else ("delete", (key,), {})
         return await self._commit("PROMOTE", actor, reason, {slot: before}, {slot: model_id}, [op])
 
     async def promote(
@@ -299,9 +308,7 @@ class ControlPlane:
         """active -> previous, model -> active; refused during a cooldown unless forced."""
         await self._check_cooldown(force)
         snap = await self.snapshot()
-        ops: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [
-            ("set", (self.keys.slot("active"), model_id), {})
-        ]
+        ops: list[RedisOp] = [("set", (self.keys.slot("active"), model_id), {})]
         if snap.active and snap.active != model_id:
             ops.append(("set", (self.keys.slot("previous"), snap.active), {}))
         return await self._commit(
@@ -341,7 +348,7 @@ class ControlPlane:
         snap = await self.snapshot()
         k = self.keys
         until = time.time_ns() + int(cooldown_s * 1e9)
-        ops: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [
+        ops: list[RedisOp] = [
             ("hset", (k.rollout,), {"mapping": {"mode": "disabled", "canary_fraction": "0.0"}}),
             ("set", (k.cooldown_until, str(until)), {}),
         ]
@@ -373,7 +380,9 @@ class ControlPlane:
         snap = await self.snapshot()
         if symbol is None:
             before = snap.kill_global
-            op = ("set", (k.kill_global, "1"), {}) if on else ("delete", (k.kill_global,), {})
+            op: RedisOp = (
+                ("set", (k.kill_global, "1"), {}) if on else ("delete", (k.kill_global,), {})
+            )
         else:
             before = symbol in snap.kill_symbols
             op = ("sadd" if on else "srem", (k.kill_symbols, symbol), {})
@@ -386,7 +395,7 @@ class ControlPlane:
         snap = await self.snapshot()
         if symbol is None:
             before = snap.global_state.value
-            op = ("set", (k.state_global, state.value), {})
+            op: RedisOp = ("set", (k.state_global, state.value), {})
         else:
             before = snap.symbol_states.get(symbol, TradingState.ACTIVE).value
             op = ("hset", (k.state_symbols, symbol, state.value), {})

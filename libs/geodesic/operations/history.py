@@ -68,9 +68,9 @@ def filter_events(
 def _as_rollout(value: Any, current: Rollout) -> Rollout:
     if not isinstance(value, Mapping) or "phase" in value:
         return current  # not a rollout (a ramp's transition: its flags come separately)
-    mode = value.get("mode") or "disabled"
+    mode = value.get("mode")
     return Rollout(
-        mode=mode if mode in ("disabled", "canary", "full") else "disabled",
+        mode="canary" if mode == "canary" else "full" if mode == "full" else "disabled",
         canary_fraction=float(value.get("canary_fraction") or 0.0),
         seed=int(value.get("seed") or 0),
         candidate=value.get("candidate") or None,

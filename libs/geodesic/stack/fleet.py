@@ -66,14 +66,16 @@ def info(port: int, timeout_s: float = 1.0) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
-def health(port: int, timeout_s: float = 0.5) -> dict | None:
+def health(port: int, timeout_s: float = 0.5) -> dict[str, Any] | None:
     """The /health body, or None when the service does not answer (yet)."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=timeout_s) as resp:
-            return json.loads(resp.read())
+            body: dict[str, Any] = json.loads(resp.read())
+            return body
     except urllib.error.HTTPError as exc:  # 503 = alive, not ready: body says why
         try:
-            return json.loads(exc.read())
+            answer: dict[str, Any] = json.loads(exc.read())
+            return answer
         except ValueError:
             return None
     except (OSError, ValueError):
@@ -220,7 +222,7 @@ class Fleet:
             self.stop(name)
         self._write_state(stopped=True)
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         return {
             n: {"pid": s.proc.pid, "http_port": s.http_port, "log": str(s.proc.log_path)}
             for n, s in self.services.items()
