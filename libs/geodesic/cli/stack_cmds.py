@@ -34,7 +34,7 @@ def _run_root_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from geodesic.contracts.services import SERVICES
 
     up = sub.add_parser(
