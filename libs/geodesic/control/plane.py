@@ -184,7 +184,10 @@ class ControlPlane:
     async def first_audit_event(self) -> AuditEvent | None:
         """Where the audit trail starts (None: it is empty)."""
         rows = await self.redis.xrange(self.keys.audit, count=1)
-        return AuditEvent.from_entry(*rows[0]) if rows else None
+        if not rows:
+            return None
+        entry_id, fields = rows[0]
+        return AuditEvent.from_entry(entry_id or "", fields or {})
 
     # ---- writes ------------------------------------------------------------------------
     async def _commit(
@@ -201,9 +204,7 @@ class ControlPlane:
         pipe = self.redis.pipeline(transaction=True)
         for name, args, kwargs in ops:
             getattr(pipe, name)(*args, **kwargs)
-        pipe.incr(self.keys.version)
-        pipe.xadd(self.keys.audit, entry, maxlen=100_000, approximate=True)
-        pipe.publish(self.keys.channel, json.dumps({"kind": kind, "symbol": symbol}))
+        self._announce(pipe, entry)
         results = await pipe.execute()
         # the plane version this change produced (the INCR right after the ops)
         version = int(results[len(ops)])
@@ -267,6 +268,13 @@ class ControlPlane:
                 return None
         await self._stamp(int(results[0]))
         return {**entry, "version": str(results[0])}
+
+    def _announce(self, pipe: Any, entry: dict[str, str]) -> None:
+        """Version bump, audit entry and wake-up: queued in the caller's MULTI."""
+        pipe.incr(self.keys.version)
+        pipe.xadd(self.keys.audit, entry, maxlen=100_000, approximate=True)
+        symbol = entry["symbol"] or None
+        pipe.publish(self.keys.channel, json.dumps({"kind": entry["kind"], "symbol": symbol}))
 
     async def _check_cooldown(self, force: bool) -> None:
         snap = await self.snapshot()
@@ -383,3 +391,48 @@ class ControlPlane:
             before = snap.symbol_states.get(symbol, TradingState.ACTIVE).value
             op = ("hset", (k.state_symbols, symbol, state.value), {})
         return await self._commit("HALT", actor, reason, before, state.value, [op], symbol=symbol)
+
+    # ---- the automatic ramp's state (geodesic.rollout) --------------------------------
+    async def rollout_state(self) -> tuple[int, dict[str, Any]] | None:
+        """(revision, state document) of the automatic ramp, or None when none was started."""
+        raw = await self.redis.get(self.keys.rollout_controller)
+        if raw is None:
+            return None
+        doc = json.loads(raw)
+        return int(doc["revision"]), doc["state"]
+
+    async def put_rollout_state(
+        self,
+        state: dict[str, Any],
+        *,
+        expect_revision: int | None,
+        audit: tuple[str, str, Any, Any] | None = None,
+    ) -> bool:
+        """Write the ramp's state if nobody else wrote it since `expect_revision` was read.
+
+        Optimistic concurrency (WATCH): an operator's pause and the controller's decision
+        cannot overwrite each other; the loser re-reads and decides again. With `audit`
+        (actor, reason, from, to) the write is one ROLLOUT change: versioned, audited and
+        announced in the same MULTI, hence on control.events.
+        """
+        key = self.keys.rollout_controller
+        entry = _entry("ROLLOUT", *audit, None) if audit is not None else None
+        async with self.redis.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(key)
+                raw = await pipe.get(key)
+                current = int(json.loads(raw)["revision"]) if raw is not None else None
+                if current != expect_revision:
+                    await pipe.unwatch()
+                    return False
+                pipe.multi()
+                doc = {"revision": (current or 0) + 1, "state": state}
+                pipe.set(key, json.dumps(doc, default=str))
+                if entry is not None:
+                    self._announce(pipe, entry)
+                results = await pipe.execute()
+            except WatchError:
+                return False
+        if entry is not None:
+            await self._stamp(int(results[1]))  # the INCR of the version, after the SET
+        return True

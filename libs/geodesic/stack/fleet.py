@@ -21,6 +21,7 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from geodesic.contracts.services import SERVICES, service
 from geodesic.stack.processes import (
@@ -55,11 +56,11 @@ class ServiceProcess:
         return f"http://127.0.0.1:{self.http_port}"
 
 
-def info(port: int, timeout_s: float = 1.0) -> dict | None:
+def info(port: int, timeout_s: float = 1.0) -> dict[str, Any] | None:
     """The /info body, or None when the service does not answer."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/info", timeout=timeout_s) as resp:
-            body = json.loads(resp.read())
+            body: object = json.loads(resp.read())
     except (OSError, ValueError):
         return None
     return body if isinstance(body, dict) else None
@@ -264,7 +265,7 @@ def stop_fleet_from_state(run_dir: Path, timeout_s: float = 10.0) -> list[str]:
     return stopped
 
 
-def _write_private(path: Path, doc: dict) -> None:
+def _write_private(path: Path, doc: dict[str, Any]) -> None:
     """Atomically replace ``path`` with ``doc`` as JSON, readable by its owner only."""
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

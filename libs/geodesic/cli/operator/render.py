@@ -48,6 +48,13 @@ def render_status(doc: dict[str, Any], console: Console) -> None:
             f"{r['mode']}: candidate {r['candidate']} on {r['canary_fraction']:.2%} "
             f"(seed {r['seed']})",
         )
+    ramp = doc.get("ramp")
+    if ramp:
+        t.add_row(
+            "ramp",
+            f"{ramp['candidate']}: {ramp['state']} at {ramp['weight']:.0%} "
+            "(`geodesic rollout status`)",
+        )
     ks = doc["kill_switches"]
     t.add_row(
         "kill switches",
