@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from aiokafka import ConsumerRecord, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -59,7 +59,6 @@ class _PartitionState:
     engine: FeatureEngine
     last_event_ns: int = 0
     last_wall_ns: int = 0
-    pending_hops: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 class FeatureProcessor:
