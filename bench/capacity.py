@@ -42,6 +42,7 @@ from collector.processor import CollectorMetrics, CollectorProcessor
 from collector.validation import ValidationPolicy, expected_partition
 from feature.processor import FeatureMetrics, FeatureProcessor
 from geodesic.contracts import FeatureVector, ScoredSignal
+from geodesic.contracts.services import COLLECTOR, FEATURE, RISK_SUPERVISOR
 from geodesic.control.state import ControlSnapshot
 from geodesic.features import FEATURE_NAMES, SCHEMA_HASH
 from geodesic.marketdata.replay import ReplayConfig, backfill_start_ns, interleave, replay_ticks
@@ -267,7 +268,7 @@ async def measure_services(args: argparse.Namespace, redis_url: str) -> dict[str
             policy=ValidationPolicy(),
             out_topic=T_TICKS,
             dead_letters=sink(),
-            checkpoints=CheckpointStore(client, "collector", prefix),
+            checkpoints=CheckpointStore(client, COLLECTOR.name, prefix),
             metrics=CollectorMetrics(CollectorRegistry()),
             partitions_for=lambda topic: args.partitions,
         )
@@ -283,7 +284,7 @@ async def measure_services(args: argparse.Namespace, redis_url: str) -> dict[str
             bars_topic=T_BARS,
             features_topic=T_FEATURES,
             idle_flush_grace_s=None,
-            checkpoints=CheckpointStore(client, "feature", prefix),
+            checkpoints=CheckpointStore(client, FEATURE.name, prefix),
             metrics=FeatureMetrics(CollectorRegistry()),
             dead_letters=sink(),
         )
@@ -352,7 +353,7 @@ async def measure_services(args: argparse.Namespace, redis_url: str) -> dict[str
             risk = RiskProcessor(
                 redis=client,
                 prefix=prefix,
-                checkpoints=CheckpointStore(client, "risk-supervisor", prefix),
+                checkpoints=CheckpointStore(client, RISK_SUPERVISOR.name, prefix),
                 signals_topic=T_SIGNALS,
                 bars_topic=T_BARS,
                 features_topic=T_FEATURES,
