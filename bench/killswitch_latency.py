@@ -15,6 +15,10 @@ Two figures, p50/p99 over ``--trials`` flips (alternating on / off):
 
 The collector, feature and scorer run as separate processes on the embedded broker and
 Redis, as `geodesic up` starts them; ticks for ``--symbols`` symbols stream throughout.
+``--compare-with REV`` also times the CLI of git revision REV (its libs/ and services/
+extracted to a temporary directory and put first on PYTHONPATH), alternating with the
+current one in the same run, so the two figures share the machine's load.
+
 Not part of the test run (timings depend on the machine); see
 tests/integration/test_killswitch_path.py for the behaviour it relies on.
 """
@@ -25,7 +29,9 @@ import argparse
 import asyncio
 import json
 import math
+import os
 import random
+import subprocess
 import sys
 import tempfile
 import time
@@ -39,9 +45,9 @@ from geodesic.contracts.services import COLLECTOR, FEATURE, SCORER
 from geodesic.control import ControlPlane
 from geodesic.control.keys import Keys
 from geodesic.features import WARMUP_BARS
+from geodesic.lifecycle.bootstrap import ensure_model
 from geodesic.runtime.kafka import KafkaSettings, make_consumer, make_producer
 from geodesic.stack import EmbeddedStack
-from geodesic.stack.bootstrap import ensure_model
 from geodesic.stack.fleet import Fleet
 
 SERVICES = ("collector", "feature", "scorer")
@@ -105,7 +111,22 @@ class Ticker:
             await producer.stop()
 
 
-async def flip(redis_url: str, on: bool, channel_client: aioredis.Redis) -> tuple[float, int]:
+def extract(rev: str, into: Path) -> dict[str, str]:
+    """The environment that runs revision ``rev``'s CLI (its sources first on the path)."""
+    repo = Path(__file__).resolve().parents[1]
+    archive = subprocess.run(
+        ["git", "-C", str(repo), "archive", rev, "libs", "services"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    path = os.pathsep.join([str(into / "libs"), str(into / "services")])
+    return {**os.environ, "PYTHONPATH": path}
+
+
+async def flip(
+    redis_url: str, on: bool, channel_client: aioredis.Redis, env: dict[str, str] | None = None
+) -> tuple[float, int]:
     """Run the real CLI; returns (Enter -> flag set in ms, flag-set wall time in ns)."""
     pubsub = channel_client.pubsub(ignore_subscribe_messages=True)
     await pubsub.subscribe(Keys().channel)
@@ -114,7 +135,7 @@ async def flip(redis_url: str, on: bool, channel_client: aioredis.Redis) -> tupl
         argv += ["--reason", "bench", "--actor", "bench", "--redis-url", redis_url]
         t0 = time.perf_counter()
         proc = await asyncio.create_subprocess_exec(
-            *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+            *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=env
         )
         deadline = time.monotonic() + 10
         while True:  # None also stands for a swallowed subscribe confirmation
@@ -150,7 +171,7 @@ async def measure(args: argparse.Namespace, kafka: KafkaSettings, redis_url: str
     ticker = Ticker(kafka, args.symbols, args.rate)
     feeding = asyncio.create_task(ticker.run(args.bar_seconds, stop))
     client = aioredis.from_url(redis_url)
-    enter, to_halted, propagation = [], [], []
+    enter, to_halted, propagation, baseline = [], [], [], []
     try:
         deadline = time.monotonic() + 90
         while not any(not s.halted for s in signals):  # warm-up done, signals flow
@@ -160,6 +181,8 @@ async def measure(args: argparse.Namespace, kafka: KafkaSettings, redis_url: str
         for trial in range(args.trials):
             on = trial % 2 == 0
             seen = len(signals)
+            if args.baseline_env is not None:  # same load for both: alternate
+                baseline.append((await flip(redis_url, on, client, args.baseline_env))[0])
             ms, flag_ns = await flip(redis_url, on, client)
             enter.append(ms)
             if not on:
@@ -198,6 +221,17 @@ async def measure(args: argparse.Namespace, kafka: KafkaSettings, redis_url: str
             "n": len(to_halted),
         },
         "propagation_ms": {"max": round(max(propagation), 1) if propagation else math.nan},
+        **(
+            {
+                f"enter_to_flag_ms_at_{args.compare_with}": {
+                    "p50": pct(baseline, 50),
+                    "p99": pct(baseline, 99),
+                    "n": len(baseline),
+                }
+            }
+            if baseline
+            else {}
+        ),
     }
 
 
@@ -207,11 +241,19 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--symbols", type=int, default=5, help="symbols streamed")
     ap.add_argument("--rate", type=float, default=200.0, help="ticks per second")
     ap.add_argument("--bar-seconds", type=int, default=1, help="feature bar size")
+    ap.add_argument(
+        "--broker", choices=("kafka", "tansu"), default=None, help="embedded broker flavor"
+    )
+    ap.add_argument("--compare-with", metavar="REV", help="also time the CLI of this git revision")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
+        args.baseline_env = None
+        if args.compare_with:
+            (Path(tmp) / "baseline").mkdir()
+            args.baseline_env = extract(args.compare_with, Path(tmp) / "baseline")
         registry = Path(tmp) / "registry"
         model_id = ensure_model(registry)
-        stack = EmbeddedStack(run_root=Path(tmp) / "run", use_env=False)
+        stack = EmbeddedStack(run_root=Path(tmp) / "run", use_env=False, broker=args.broker)
         info = stack.start()
         fleet = Fleet(
             stack.run_dir,

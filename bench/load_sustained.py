@@ -44,6 +44,7 @@ from geodesic.contracts import ScoredSignal, Tick, load_topics
 from geodesic.contracts.services import COLLECTOR, FEATURE, SCORER, SERVICES
 from geodesic.control import ControlPlane
 from geodesic.features import WARMUP_BARS
+from geodesic.lifecycle.bootstrap import ensure_model
 from geodesic.runtime.kafka import (
     KafkaSettings,
     make_consumer,
@@ -52,7 +53,6 @@ from geodesic.runtime.kafka import (
     true_end_offsets,
 )
 from geodesic.stack import EmbeddedStack
-from geodesic.stack.bootstrap import ensure_model
 from geodesic.stack.fleet import Fleet
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")

@@ -26,9 +26,9 @@ from geodesic.contracts import ScoredSignal, Tick
 from geodesic.contracts.services import COLLECTOR, FEATURE, SCORER
 from geodesic.control import ControlPlane
 from geodesic.features import WARMUP_BARS
+from geodesic.lifecycle.bootstrap import ensure_model
 from geodesic.runtime.kafka import KafkaSettings, make_consumer, make_producer
 from geodesic.stack import EmbeddedStack
-from geodesic.stack.bootstrap import ensure_model
 from geodesic.stack.fleet import Fleet
 
 RAW_TICKS = COLLECTOR.topic("in", "Tick")

@@ -236,7 +236,7 @@ class Scorer:
         """The whitened (masked) query the index sees, e.g. for recall sampling."""
         return self._whiten(np.asarray(x, dtype=np.float64))
 
-    def _whiten(self, x: NDArray) -> NDArray[np.float32]:
+    def _whiten(self, x: NDArray[np.float64]) -> NDArray[np.float32]:
         if self._mask is not None:
             x = x[self._mask]
         with np.errstate(over="ignore", invalid="ignore"):
@@ -248,7 +248,7 @@ class Scorer:
         if not np.isfinite(z64).all():
             raise NonFiniteInputError("feature vector is not finite")
         # float32 overflowed where float64 did not: search on the clipped float32 vector
-        return np.clip(z64, -3e38, 3e38).astype(np.float32)
+        return z64.clip(-3e38, 3e38).astype(np.float32)
 
     def score(self, x: ArrayLike, t_q: int, *, level: int | None = None) -> Score:
         """Score one feature vector x (d,) observed at bar index t_q."""

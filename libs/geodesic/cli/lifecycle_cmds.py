@@ -16,6 +16,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from geodesic.contracts.model_registry import DEFAULT_MODEL_REGISTRY
+
 log = logging.getLogger(__name__)
 
 QUICK_DATA: dict[str, Any] = {"max_bars": 700}
@@ -155,7 +157,7 @@ def _add_certify_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--queries", type=int, help="queries timed per grid point")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "train",
         help="evaluate (purged K-fold), fit, certify, sign and register a model",
@@ -164,7 +166,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_data_options(p)
     _add_certify_options(p)
     p.add_argument("--model-id", help="registry id (default: analog-<UTC time>-<config digest>)")
-    p.add_argument("--registry-root", type=Path, default=None, help="default: models/registry")
+    p.add_argument(
+        "--registry-root", type=Path, default=None, help=f"default: {DEFAULT_MODEL_REGISTRY}"
+    )
     p.add_argument("--no-certify", action="store_true", help="skip the ef/K_cand sweep")
     p.add_argument("--require-gates", action="store_true", help="exit 1 when a gate fails")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -198,9 +202,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _roots(args: argparse.Namespace) -> tuple[Path, Path]:
-    from geodesic.lifecycle.config import DEFAULT_REGISTRY_ROOT, DEFAULT_REPORTS_ROOT
+    from geodesic.lifecycle.config import DEFAULT_REPORTS_ROOT
 
-    registry = getattr(args, "registry_root", None) or DEFAULT_REGISTRY_ROOT
+    registry = getattr(args, "registry_root", None) or DEFAULT_MODEL_REGISTRY
     return registry, args.reports_root or DEFAULT_REPORTS_ROOT
 
 

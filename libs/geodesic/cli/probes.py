@@ -106,15 +106,16 @@ def _get(url: str, path: str) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else {"ready": False, "reason": f"bad {path} body"}
 
 
-def _health(t: Target) -> tuple[dict[str, Any] | None, Target]:
-    """/health, and the consumer group and topics from /info when the service answers."""
+def _health(t: Target) -> tuple[dict[str, Any] | None, Target, dict[str, Any] | None]:
+    """/health, and the consumer group, topics and warm-up from /info when it answers."""
     body = _get(t.url, "/health")
     if body is None:
-        return None, t
+        return None, t, None
     doc = _get(t.url, "/info") or {}
     topics = tuple(str(x) for x in doc.get("topics") or ()) or t.topics
     group = str(doc.get("group_id") or t.group_id)
-    return body, Target(t.name, t.url, group, t.pid, t.started, t.log, topics)
+    warmup = doc.get("warmup") if isinstance(doc.get("warmup"), dict) else None
+    return body, Target(t.name, t.url, group, t.pid, t.started, t.log, topics), warmup
 
 
 def _probe_process(t: Target) -> tuple[bool | None, int | None]:
@@ -166,8 +167,9 @@ async def _lags(bootstrap: str | None, groups: Mapping[str, tuple[str, ...]]) ->
 async def probe(found: Discovered, last_input: Mapping[str, int]) -> list[ServiceProbe]:
     """Health, process and lag of every target, concurrently, each bounded in time."""
     seen = await asyncio.gather(*(asyncio.to_thread(_health, t) for t in found.targets))
-    targets = [t for _, t in seen]
-    healths = [body for body, _ in seen]
+    targets = [t for _, t, _ in seen]
+    healths = [body for body, _, _ in seen]
+    warmups = [w for _, _, w in seen]
     procs = [_probe_process(t) for t in targets]
     lag_error: str | None = None
     lags: dict[str, int] = {}
@@ -178,7 +180,7 @@ async def probe(found: Discovered, last_input: Mapping[str, int]) -> list[Servic
         except Exception as exc:  # lag is best effort: say why it is missing
             lag_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     out = []
-    for t, body, (alive, mtime) in zip(targets, healths, procs, strict=True):
+    for t, body, (alive, mtime), warmup in zip(targets, healths, procs, warmups, strict=True):
         lag = lags.get(t.group_id)
         why = lag_error if t.topics else "topics unknown (never seen ready)"
         out.append(
@@ -193,6 +195,7 @@ async def probe(found: Discovered, last_input: Mapping[str, int]) -> list[Servic
                 lag,
                 None if lag is not None else why,
                 last_input.get(t.name),
+                warmup,
             )
         )
     return out

@@ -61,7 +61,26 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def plan_ticks(dataset: str, limit: int, rate: float, now_ns: int) -> Iterator[Tick]:
-    """The ticks of ``dataset`` timed for publishing at ``rate`` from ``now_ns``."""
+    """The ticks of ``dataset`` timed for publishing at ``rate`` from ``now_ns``.
+
+    The data set is loaded here, so an unknown name or a missing package fails before
+    anything is sent; the ticks themselves are made as they are published.
+    """
+    from geodesic.marketdata.datasets import DATASETS, INTRADAY
+
+    if limit < 1:
+        raise ValueError(f"--limit must be >= 1, got {limit}")
+    if dataset == TRADES:
+        INTRADAY["es_1min"].path()  # raises DatasetUnavailableError without mlfinpy
+    elif dataset not in DATASETS:
+        raise LookupError(
+            f"unknown data set {dataset!r}: replay {TRADES} (real trades) or a daily data "
+            f"set: {', '.join(sorted(DATASETS))}"
+        )
+    return _ticks(dataset, limit, rate, now_ns)
+
+
+def _ticks(dataset: str, limit: int, rate: float, now_ns: int) -> Iterator[Tick]:
     import numpy as np
 
     from geodesic.marketdata.datasets import INTRADAY, Trades, load_dataset, load_trades
@@ -72,8 +91,6 @@ def plan_ticks(dataset: str, limit: int, rate: float, now_ns: int) -> Iterator[T
         trade_ticks,
     )
 
-    if limit < 1:
-        raise ValueError(f"--limit must be >= 1, got {limit}")
     if dataset == TRADES:
         t = load_trades(INTRADAY["es_1min"].path())
         trades = Trades(t.ts_ns[:limit], t.price[:limit], t.size[:limit])
@@ -106,6 +123,11 @@ def _replay(args: argparse.Namespace) -> int:
     from geodesic.marketdata.replay import PublishResult, encode_ticks, publish
     from geodesic.runtime.kafka import KafkaSettings, make_producer
 
+    try:  # the data set first: a typo is refused before any connection
+        ticks = plan_ticks(args.dataset, args.limit, args.rate, time.time_ns())
+    except (DatasetUnavailableError, ValueError, LookupError) as exc:
+        print(f"geodesic replay: {exc}", file=sys.stderr)
+        return 2
     bootstrap = args.bootstrap or os.environ.get("GEODESIC_KAFKA_BOOTSTRAP") or _stack_bootstrap()
     if not bootstrap:
         print(
@@ -115,19 +137,25 @@ def _replay(args: argparse.Namespace) -> int:
         return 2
     topic = args.topic or COLLECTOR.topic("in", "Tick")
     try:
-        ticks = plan_ticks(args.dataset, args.limit, args.rate, time.time_ns())
         settings = KafkaSettings().with_bootstrap(bootstrap)
 
         async def run() -> PublishResult:
             producer = make_producer(settings)
-            await producer.start()
             try:
+                await producer.start()
                 return await publish(producer, encode_ticks(ticks), topic, args.rate)
             finally:
                 await producer.stop()
 
         result = asyncio.run(run())
-    except (DatasetUnavailableError, ValidationError, ValueError, LookupError, KafkaError) as exc:
+    except KafkaError as exc:
+        print(
+            f"geodesic replay: broker {bootstrap} did not answer ({exc}): is the stack up "
+            "(`geodesic status`)? Or pass the right --bootstrap",
+            file=sys.stderr,
+        )
+        return 2
+    except (ValidationError, ValueError) as exc:
         print(f"geodesic replay: {exc}", file=sys.stderr)
         return 2
     summary = {

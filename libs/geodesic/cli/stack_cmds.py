@@ -19,8 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-ENV_REGISTRY = "GEODESIC_MODEL_REGISTRY"
-DEFAULT_REGISTRY = Path("models/registry")
+from geodesic.contracts.model_registry import DEFAULT_MODEL_REGISTRY, ENV_MODEL_REGISTRY
+
 DEFAULT_BAR_SECONDS = 1
 
 
@@ -34,7 +34,7 @@ def _run_root_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from geodesic.contracts.services import SERVICES
 
     up = sub.add_parser(
@@ -46,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--registry",
         type=Path,
         default=None,
-        help=f"model registry for a new stack (default {DEFAULT_REGISTRY}; a model is "
+        help=f"model registry for a new stack (default {DEFAULT_MODEL_REGISTRY}; a model is "
         "trained into it if empty)",
     )
     up.add_argument(
@@ -176,7 +176,7 @@ def _reuse(args: argparse.Namespace, running: list[Path]) -> int:
         _err(f"cannot reuse the stack in {run_dir}: {exc}")
         return 1
     wanted = {
-        ENV_REGISTRY: None if args.registry is None else str(args.registry.resolve()),
+        ENV_MODEL_REGISTRY: None if args.registry is None else str(args.registry.resolve()),
         _env_bar_seconds(): None if args.bar_seconds is None else str(args.bar_seconds),
     }
     running_broker = read_state(state_file).get("broker")
@@ -220,14 +220,14 @@ async def _active(redis_url: str) -> str | None:
 
 
 def _start(args: argparse.Namespace, root: Path) -> int:
+    from geodesic.lifecycle.bootstrap import ensure_model
     from geodesic.lifecycle.registry import demo_promotion_reason
     from geodesic.stack import ENV_REDIS_URL, EmbeddedStack
-    from geodesic.stack.bootstrap import ensure_model
     from geodesic.stack.fleet import Fleet, stop_fleet_from_state
     from geodesic.stack.kafka_broker import KafkaUnavailableError
     from geodesic.stack.redis_acl import OPERATOR, SERVICE_USERS
 
-    registry = (args.registry or DEFAULT_REGISTRY).resolve()
+    registry = (args.registry or DEFAULT_MODEL_REGISTRY).resolve()
     bar_seconds = args.bar_seconds or DEFAULT_BAR_SECONDS
     print(f"[1/4] model registry {registry}", file=sys.stderr)
     model_id = ensure_model(registry)
@@ -248,7 +248,7 @@ def _start(args: argparse.Namespace, root: Path) -> int:
         print(f"[3/4] active model {active}; starting services", file=sys.stderr)
         env = {
             **info.env(),
-            ENV_REGISTRY: str(registry),
+            ENV_MODEL_REGISTRY: str(registry),
             _env_bar_seconds(): str(bar_seconds),
         }
         # each service as its own Redis user (production's ACL), never the operator

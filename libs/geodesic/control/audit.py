@@ -133,7 +133,7 @@ class AuditEvent:
 
         return ControlEvent(
             event_id=self.event_id or self.id,
-            kind=self.kind,  # type: ignore[arg-type]  # validated by the model
+            kind=self.kind,  # a str: the model validates it against ControlKind
             actor=self.actor or "unknown",
             reason=self.reason or "unspecified",
             from_value=self.from_raw,

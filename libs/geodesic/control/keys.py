@@ -2,7 +2,8 @@
 
 - slot:*, rollout: operators and the risk supervisor (rollback rewrites them)
 - kill:*: operators only; a service credential cannot flip a kill switch
-- risk:*: the risk supervisor (halts, cooldown); operators may clear
+- risk:*: the risk supervisor (halts, cooldown, the rollout controller's state);
+  operators may clear, and the rollout commands write risk:rollout
 - state:<service>:*: each service's own checkpoints; state:collector:symbols is the hash
   symbol -> last-seen ns of every symbol the collector accepted (the CLI warns on others)
 - audit (stream), version, channel: appended/published by whoever changes the plane
@@ -50,6 +51,11 @@ class Keys:
     @property
     def cooldown_until(self) -> str:
         return self._k("risk:cooldown_until")
+
+    @property
+    def rollout_controller(self) -> str:
+        """JSON {revision, state} of the automatic ramp (geodesic.rollout.machine)."""
+        return self._k("risk:rollout")
 
     @property
     def version(self) -> str:

@@ -23,12 +23,16 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError, WatchError
+from redis.typing import EncodableT, FieldT
 
 from geodesic.control.audit import AuditEvent
 from geodesic.control.keys import Keys
 from geodesic.control.state import ControlSnapshot, Rollout, TradingState
 
 log = logging.getLogger(__name__)
+
+#: one queued Redis command: (method name, positional args, keyword args)
+RedisOp = tuple[str, tuple[Any, ...], dict[str, Any]]
 
 SLOTS = ("active", "shadow", "previous")
 
@@ -130,9 +134,11 @@ class ControlPlane:
 
     async def audit_log(self, count: int = 100) -> list[dict[str, str]]:
         """The newest `count` audit entries, oldest first."""
-        rows = await self.redis.xrevrange(self.keys.audit, count=count)
+        rows = await self.redis.xrevrange(self.keys.audit, count=count) or []
         out = []
         for entry_id, fields in reversed(rows):
+            if fields is None:
+                continue
             rec = {_s(a) or "": _s(b) or "" for a, b in fields.items()}
             rec["id"] = _s(entry_id) or ""
             out.append(rec)
@@ -157,8 +163,10 @@ class ControlPlane:
         hi = "+" if until_ns is None else str(until_ns // 1_000_000 + skew_ms)
         out: list[dict[str, str]] = []
         while True:
-            rows = await self.redis.xrange(self.keys.audit, min=lo, max=hi, count=batch)
+            rows = await self.redis.xrange(self.keys.audit, min=lo, max=hi, count=batch) or []
             for entry_id, fields in rows:
+                if fields is None:
+                    continue
                 rec = {_s(a) or "": _s(b) or "" for a, b in fields.items()}
                 rec["id"] = _s(entry_id) or ""
                 ts = rec.get("ts_ns", "")
@@ -184,7 +192,10 @@ class ControlPlane:
     async def first_audit_event(self) -> AuditEvent | None:
         """Where the audit trail starts (None: it is empty)."""
         rows = await self.redis.xrange(self.keys.audit, count=1)
-        return AuditEvent.from_entry(*rows[0]) if rows else None
+        if not rows:
+            return None
+        entry_id, fields = rows[0]
+        return AuditEvent.from_entry(entry_id or "", fields or {})
 
     # ---- writes ------------------------------------------------------------------------
     async def _commit(
@@ -194,16 +205,14 @@ class ControlPlane:
         reason: str,
         before: Any,
         after: Any,
-        ops: list[tuple[str, tuple[Any, ...], dict[str, Any]]],
+        ops: list[RedisOp],
         symbol: str | None = None,
     ) -> dict[str, str]:
         entry = _entry(kind, actor, reason, before, after, symbol)
         pipe = self.redis.pipeline(transaction=True)
         for name, args, kwargs in ops:
             getattr(pipe, name)(*args, **kwargs)
-        pipe.incr(self.keys.version)
-        pipe.xadd(self.keys.audit, entry, maxlen=100_000, approximate=True)
-        pipe.publish(self.keys.channel, json.dumps({"kind": kind, "symbol": symbol}))
+        self._announce(pipe, entry)
         results = await pipe.execute()
         # the plane version this change produced (the INCR right after the ops)
         version = int(results[len(ops)])
@@ -260,13 +269,21 @@ class ControlPlane:
                 )
                 pipe.multi()
                 pipe.incr(self.keys.version)
-                pipe.xadd(self.keys.audit, entry, maxlen=100_000, approximate=True)
+                fields: dict[FieldT, EncodableT] = dict(entry.items())
+                pipe.xadd(self.keys.audit, fields, maxlen=100_000, approximate=True)
                 pipe.publish(self.keys.channel, json.dumps({"kind": "EXTERNAL_CHANGE"}))
                 results = await pipe.execute()
             except WatchError:
                 return None
         await self._stamp(int(results[0]))
         return {**entry, "version": str(results[0])}
+
+    def _announce(self, pipe: Any, entry: dict[str, str]) -> None:
+        """Version bump, audit entry and wake-up: queued in the caller's MULTI."""
+        pipe.incr(self.keys.version)
+        pipe.xadd(self.keys.audit, entry, maxlen=100_000, approximate=True)
+        symbol = entry["symbol"] or None
+        pipe.publish(self.keys.channel, json.dumps({"kind": entry["kind"], "symbol": symbol}))
 
     async def _check_cooldown(self, force: bool) -> None:
         snap = await self.snapshot()
@@ -282,7 +299,7 @@ class ControlPlane:
             raise ValueError(f"slot: unknown slot {slot!r} (expected one of {SLOTS})")
         key = self.keys.slot(slot)
         before = _s(await self.redis.get(key))
-        op = ("set", (key, model_id), {}) if model_id else ("delete", (key,), {})
+        op: RedisOp = ("set", (key, model_id), {}) if model_id else ("delete", (key,), {})
         return await self._commit("PROMOTE", actor, reason, {slot: before}, {slot: model_id}, [op])
 
     async def promote(
@@ -291,9 +308,7 @@ class ControlPlane:
         """active -> previous, model -> active; refused during a cooldown unless forced."""
         await self._check_cooldown(force)
         snap = await self.snapshot()
-        ops: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [
-            ("set", (self.keys.slot("active"), model_id), {})
-        ]
+        ops: list[RedisOp] = [("set", (self.keys.slot("active"), model_id), {})]
         if snap.active and snap.active != model_id:
             ops.append(("set", (self.keys.slot("previous"), snap.active), {}))
         return await self._commit(
@@ -333,7 +348,7 @@ class ControlPlane:
         snap = await self.snapshot()
         k = self.keys
         until = time.time_ns() + int(cooldown_s * 1e9)
-        ops: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [
+        ops: list[RedisOp] = [
             ("hset", (k.rollout,), {"mapping": {"mode": "disabled", "canary_fraction": "0.0"}}),
             ("set", (k.cooldown_until, str(until)), {}),
         ]
@@ -365,7 +380,9 @@ class ControlPlane:
         snap = await self.snapshot()
         if symbol is None:
             before = snap.kill_global
-            op = ("set", (k.kill_global, "1"), {}) if on else ("delete", (k.kill_global,), {})
+            op: RedisOp = (
+                ("set", (k.kill_global, "1"), {}) if on else ("delete", (k.kill_global,), {})
+            )
         else:
             before = symbol in snap.kill_symbols
             op = ("sadd" if on else "srem", (k.kill_symbols, symbol), {})
@@ -378,8 +395,53 @@ class ControlPlane:
         snap = await self.snapshot()
         if symbol is None:
             before = snap.global_state.value
-            op = ("set", (k.state_global, state.value), {})
+            op: RedisOp = ("set", (k.state_global, state.value), {})
         else:
             before = snap.symbol_states.get(symbol, TradingState.ACTIVE).value
             op = ("hset", (k.state_symbols, symbol, state.value), {})
         return await self._commit("HALT", actor, reason, before, state.value, [op], symbol=symbol)
+
+    # ---- the automatic ramp's state (geodesic.rollout) --------------------------------
+    async def rollout_state(self) -> tuple[int, dict[str, Any]] | None:
+        """(revision, state document) of the automatic ramp, or None when none was started."""
+        raw = await self.redis.get(self.keys.rollout_controller)
+        if raw is None:
+            return None
+        doc = json.loads(raw)
+        return int(doc["revision"]), doc["state"]
+
+    async def put_rollout_state(
+        self,
+        state: dict[str, Any],
+        *,
+        expect_revision: int | None,
+        audit: tuple[str, str, Any, Any] | None = None,
+    ) -> bool:
+        """Write the ramp's state if nobody else wrote it since `expect_revision` was read.
+
+        Optimistic concurrency (WATCH): an operator's pause and the controller's decision
+        cannot overwrite each other; the loser re-reads and decides again. With `audit`
+        (actor, reason, from, to) the write is one ROLLOUT change: versioned, audited and
+        announced in the same MULTI, hence on control.events.
+        """
+        key = self.keys.rollout_controller
+        entry = _entry("ROLLOUT", *audit, None) if audit is not None else None
+        async with self.redis.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(key)
+                raw = await pipe.get(key)
+                current = int(json.loads(raw)["revision"]) if raw is not None else None
+                if current != expect_revision:
+                    await pipe.unwatch()
+                    return False
+                pipe.multi()
+                doc = {"revision": (current or 0) + 1, "state": state}
+                pipe.set(key, json.dumps(doc, default=str))
+                if entry is not None:
+                    self._announce(pipe, entry)
+                results = await pipe.execute()
+            except WatchError:
+                return False
+        if entry is not None:
+            await self._stamp(int(results[1]))  # the INCR of the version, after the SET
+        return True

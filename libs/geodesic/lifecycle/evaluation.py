@@ -44,8 +44,7 @@ from geodesic.lifecycle.baselines import (
     PriorRule,
 )
 from geodesic.lifecycle.config import TrainConfig
-from geodesic.lifecycle.dataset import LabeledDataset, build_dataset, load_series
-from geodesic.lifecycle.reports import (
+from geodesic.lifecycle.offline_report import (
     AnnAccuracy,
     DeflatedSharpe,
     EvaluationSection,
@@ -57,6 +56,8 @@ from geodesic.lifecycle.reports import (
     SkillMetrics,
     TradingMetrics,
 )
+from geodesic.lifecycle.training_data import LabeledDataset, build_dataset
+from geodesic.marketdata.datasets import load_source
 from lorentzcore.ann import recall_at_k
 from lorentzcore.hyperbolic import lorentz_distances_to_query
 from lorentzcore.kernels import KernelConfig, kernel_weights, shrink_to_base_rate, weighted_prob
@@ -154,7 +155,9 @@ def make_folds(ds: LabeledDataset, cfg: TrainConfig) -> list[Fold]:
     return folds
 
 
-def _sides(prob: NDArray[np.float64], abstain: NDArray[np.bool_], cfg: TrainConfig) -> NDArray:
+def _sides(
+    prob: NDArray[np.float64], abstain: NDArray[np.bool_], cfg: TrainConfig
+) -> NDArray[np.float64]:
     side = np.where(prob >= cfg.long_threshold, 1.0, np.where(prob <= cfg.short_threshold, -1, 0))
     return np.where(abstain, 0.0, side)
 
@@ -298,7 +301,7 @@ def _baselines(
     ds: LabeledDataset,
     fit_idx: NDArray[np.int64],
     test_idx: NDArray[np.int64],
-    y01: NDArray,
+    y01: NDArray[np.float64],
     cfg: TrainConfig,
 ) -> tuple[dict[str, Predictions], str]:
     """Every baseline fitted on fit_idx, predicting test_idx; and the sign rule's fitted
@@ -449,13 +452,20 @@ def honest_section(
             orientation=list(orientation or []) if name == "momentum" else [],
         )
     lifts = {}
-    for i, b in enumerate(BASELINES):
+    for i, baseline in enumerate(BASELINES):
         boot = st.paired_block_bootstrap_lift(
-            y, scores["analog"], scores[b], groups, lab, blocks, cfg.n_bootstrap, cfg.seed + i
+            y,
+            scores["analog"],
+            scores[baseline],
+            groups,
+            lab,
+            blocks,
+            cfg.n_bootstrap,
+            cfg.seed + i,
         )
-        a_m, b_m = out["analog"].auc_mean, out[b].auc_mean
+        a_m, b_m = out["analog"].auc_mean, out[baseline].auc_mean
         finite = boot[np.isfinite(boot)]
-        lifts[b] = LiftBound(
+        lifts[baseline] = LiftBound(
             lift=None if a_m is None or b_m is None else a_m - b_m,
             lower=float(np.quantile(finite, cfg.bound_quantile)) if finite.size else None,
             quantile=cfg.bound_quantile,
@@ -529,7 +539,7 @@ def walk_forward_holdout(
     if not cfg.walk_forward_holdout or dc.cutoff is None:
         return None
     full_cfg = dc.model_copy(update={"cutoff": None, "max_bars": None})
-    series = [load_series(n, synthetic_bars=dc.synthetic_bars, seed=dc.seed) for n in dc.datasets]
+    series = [load_source(n, synthetic_bars=dc.synthetic_bars, seed=dc.seed) for n in dc.datasets]
     full = build_dataset(series, full_cfg)
     cut = np.datetime64(dc.cutoff, "D")
     hold = np.flatnonzero(full.dates >= cut)

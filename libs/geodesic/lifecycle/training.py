@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from geodesic.contracts.model_registry import DEFAULT_MODEL_REGISTRY
 from geodesic.features.compute import WARMUP_BARS
 from geodesic.lifecycle.certify import (
     CertifyResult,
@@ -34,13 +35,11 @@ from geodesic.lifecycle.certify import (
     write_certify,
 )
 from geodesic.lifecycle.config import (
-    DEFAULT_REGISTRY_ROOT,
     DEFAULT_REPORTS_ROOT,
     CertifyConfig,
     GateThresholds,
     TrainConfig,
 )
-from geodesic.lifecycle.dataset import LabeledDataset, load_training_dataset
 from geodesic.lifecycle.drift import DRIFT_FILE, drift_reference
 from geodesic.lifecycle.evaluation import (
     CrossValidation,
@@ -51,14 +50,7 @@ from geodesic.lifecycle.evaluation import (
     walk_forward_holdout,
 )
 from geodesic.lifecycle.gates import GateResult, offline_gates
-from geodesic.lifecycle.registry import (
-    dev_key_path_for_registry,
-    discard,
-    publish,
-    sign_model_dir,
-    staging_dir,
-)
-from geodesic.lifecycle.reports import (
+from geodesic.lifecycle.offline_report import (
     DatasetSummary,
     EvaluationSection,
     GateRecord,
@@ -66,7 +58,15 @@ from geodesic.lifecycle.reports import (
     write_json,
     write_report,
 )
+from geodesic.lifecycle.registry import (
+    dev_key_path_for_registry,
+    discard,
+    publish,
+    sign_model_dir,
+    staging_dir,
+)
 from geodesic.lifecycle.signing import SigningKey, resolve_signing_key
+from geodesic.lifecycle.training_data import LabeledDataset, load_training_dataset
 from lorentzcore.model import AnalogModel
 from lorentzcore.scorer import Scorer
 
@@ -291,7 +291,7 @@ def train(
     cfg: TrainConfig,
     *,
     model_id: str | None = None,
-    registry_root: Path = DEFAULT_REGISTRY_ROOT,
+    registry_root: Path = DEFAULT_MODEL_REGISTRY,
     reports_root: Path = DEFAULT_REPORTS_ROOT,
     thresholds: GateThresholds | None = None,
     certify: CertifyConfig | None = None,

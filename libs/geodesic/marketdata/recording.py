@@ -31,7 +31,7 @@ So the date of a recorded bar is day number ``bar_index`` since the epoch: for d
 (``bar_seconds == 86400``) that *is* the UTC date of the bar (its ``open_ts_ns`` and
 ``close_ts_ns`` day); for shorter bars it is an ordinal calendar that is strictly
 increasing per symbol and shared across symbols (one bar_index, one date), which is what
-``lifecycle.dataset.build_dataset`` uses dates for. Its sample times are then positions in
+``lifecycle.training_data.build_dataset`` uses dates for. Its sample times are then positions in
 that calendar; with no missing bar intervals, ``bar_offset = min(bar_index)`` puts them
 back in the live bar-index space. The real timestamps stay in the file.
 
@@ -55,7 +55,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from geodesic.contracts import Bar, FeatureVector, load_topics
-from geodesic.marketdata.datasets import BarSeries
+from geodesic.marketdata.series import BarSeries
 
 __all__ = [
     "FORMAT",
@@ -323,7 +323,7 @@ def read_recording(
 
 
 def load_bars_npz(path: str | os.PathLike[str]) -> dict[str, BarSeries]:
-    """One validated ``BarSeries`` per symbol, ready for ``lifecycle.dataset.build_dataset``.
+    """One validated ``BarSeries`` per symbol, ready for ``lifecycle.training_data.build_dataset``.
 
     Dates are day ``bar_index`` since the epoch (module docstring): the real date for
     daily bars, an ordinal calendar shared by all symbols for shorter ones.

@@ -8,7 +8,9 @@ scored any (symbol, bar_index) at that time, exactly as the scorer decided it li
 Entry formats replayed (kind: from -> to):
 - PROMOTE  {"active": old} -> {"active": new} (promote: old becomes previous), or
            {slot: old} -> {slot: new} from set_slot (shadow / previous; null clears)
-- ROLLOUT  repr(Rollout(...)) -> repr(Rollout(...)) (a dict is accepted too)
+- ROLLOUT  repr(Rollout(...)) -> repr(Rollout(...)) (a dict is accepted too); an
+           automatic ramp's transition (geodesic.rollout) is a ROLLOUT entry whose `to`
+           is {"phase", "step", ...}: it changes no flag, it says which ramp step served
 - ROLLBACK {...} -> {"active": a, "rollout": "disabled", "cooldown_until_ns": t}
 - COOLDOWN t -> 0;  KILL_SWITCH bool -> bool;  HALT state -> state (symbol field: per
   symbol, else global);  MODE_SWITCH is a note only.
@@ -64,11 +66,11 @@ def filter_events(
 
 
 def _as_rollout(value: Any, current: Rollout) -> Rollout:
-    if not isinstance(value, Mapping):
-        return current
-    mode = value.get("mode") or "disabled"
+    if not isinstance(value, Mapping) or "phase" in value:
+        return current  # not a rollout (a ramp's transition: its flags come separately)
+    mode = value.get("mode")
     return Rollout(
-        mode=mode if mode in ("disabled", "canary", "full") else "disabled",
+        mode="canary" if mode == "canary" else "full" if mode == "full" else "disabled",
         canary_fraction=float(value.get("canary_fraction") or 0.0),
         seed=int(value.get("seed") or 0),
         candidate=value.get("candidate") or None,
@@ -125,6 +127,8 @@ class ReplayResult:
     last_model_change: AuditEvent | None
     first_ts_ns: int | None
     events: list[AuditEvent] = field(default_factory=list)
+    #: the automatic ramp's last transition up to then ({"phase", "step", ...}), if any
+    ramp: Mapping[str, Any] | None = None
 
 
 def replay(events: Iterable[AuditEvent], at_ns: int | None = None) -> ReplayResult:
@@ -134,6 +138,7 @@ def replay(events: Iterable[AuditEvent], at_ns: int | None = None) -> ReplayResu
     applied: list[AuditEvent] = []
     last_model: AuditEvent | None = None
     first: int | None = None
+    ramp: Mapping[str, Any] | None = None
     for e in events:
         first = e.ts_ns if first is None else min(first, e.ts_ns)
         if at_ns is not None and e.ts_ns > at_ns:
@@ -142,7 +147,9 @@ def replay(events: Iterable[AuditEvent], at_ns: int | None = None) -> ReplayResu
         applied.append(e)
         if e.kind in MODEL_KINDS:
             last_model = e
-    return ReplayResult(snap, len(applied), last_model, first, applied)
+        if e.kind == "ROLLOUT" and isinstance(e.after, Mapping) and "phase" in e.after:
+            ramp = {**e.after, "reason": e.reason}
+    return ReplayResult(snap, len(applied), last_model, first, applied, ramp)
 
 
 def rollout_dict(r: Rollout) -> dict[str, Any]:
@@ -189,6 +196,7 @@ def model_at(
         "cooldown_until_ns": snap.cooldown_until_ns or None,
         "last_model_change": res.last_model_change.as_dict() if res.last_model_change else None,
         "route": None,
+        "ramp": res.ramp,
     }
     if bar_index is not None:
         model, route = snap.route(symbol, bar_index)
@@ -223,6 +231,11 @@ def describe_answer(doc: Mapping[str, Any]) -> str:
         lines.append(
             f"  canary: candidate {r['candidate']} on {r['canary_fraction']:.2%} of bars "
             f"(seed {r['seed']}); the rest on {doc['active'] or '(none)'}"
+        )
+    ramp = doc.get("ramp")
+    if ramp and ramp.get("phase") in ("ANALYSING", "PAUSED"):
+        lines.append(
+            f"  automatic ramp: step {ramp.get('step')} {ramp['phase']} ({ramp.get('reason', '')})"
         )
     if doc.get("shadow"):
         lines.append(f"  shadow: {doc['shadow']} (never reaches executors)")

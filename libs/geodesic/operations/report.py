@@ -168,7 +168,8 @@ def build_report(
         "latency": {"available": bool(latency), "rows": list(latency or [])},
         "notes": notes,
     }
-    return jsonable(doc)
+    out: dict[str, Any] = jsonable(doc)
+    return out
 
 
 # ---- files -----------------------------------------------------------------------------

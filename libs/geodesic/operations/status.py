@@ -105,7 +105,9 @@ def drift_view(
     return {"available": True, "features": rows, "alarms": alarms, "note": ""}
 
 
-def shadow_view(shadow_stats: Mapping[str, Any] | None, snapshot: ControlSnapshot) -> dict:
+def shadow_view(
+    shadow_stats: Mapping[str, Any] | None, snapshot: ControlSnapshot
+) -> dict[str, Any]:
     """Shadow match rate (same side as live), mean |score delta|, parity failures."""
     if not shadow_stats:
         return {
@@ -174,4 +176,5 @@ def build_status(
         "risk_actions": list(risk.get("actions") or []),
         "shadow": shadow_view(shadow_stats, s),
     }
-    return jsonable(doc)
+    out: dict[str, Any] = jsonable(doc)
+    return out

@@ -170,7 +170,12 @@ class SupervisorState:
     def winrate(self, route: str, model_id: str | None) -> RollingWinRate:
         return self.winrates.get((route, model_id or ""), RollingWinRate(self.window))
 
-    def evaluate(self, snap: ControlSnapshot, now_ns: int) -> list[Action]:
+    def evaluate(
+        self, snap: ControlSnapshot, now_ns: int, *, canary_judged_by_plan: bool = False
+    ) -> list[Action]:
+        """The guards' actions. With `canary_judged_by_plan`, a rollout plan's sequential
+        test judges the canary's win rate (geodesic.rollout) and the fixed-level test here,
+        which inflates false rollbacks when looked at every interval, stands aside."""
         cfg = self.cfg
         actions: list[Action] = []
         rollout_key = (snap.rollout.mode, snap.rollout.candidate, snap.active)
@@ -182,11 +187,12 @@ class SupervisorState:
 
         base = self.winrate("active", snap.active).value()
         canary = self.winrate("canary", snap.rollout.candidate).value()
-        d_canary = (
-            canary_vs_baseline(base.wins, base.n, canary.wins, canary.n, cfg)
-            if in_flight
-            else GuardDecision("canary_winrate", "ok", "no canary in flight")
-        )
+        if not in_flight:
+            d_canary = GuardDecision("canary_winrate", "ok", "no canary in flight")
+        elif canary_judged_by_plan:
+            d_canary = GuardDecision("canary_winrate", "ok", "judged by the rollout plan")
+        else:
+            d_canary = canary_vs_baseline(base.wins, base.n, canary.wins, canary.n, cfg)
         d_parity = parity_decision(
             self.parity_failures_seen - (self.parity_failures_at_last_rollout or 0), cfg
         )

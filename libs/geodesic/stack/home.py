@@ -43,7 +43,8 @@ def default_run_root() -> Path:
 
 
 def read_state(path: Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())
+    doc: dict[str, Any] = json.loads(Path(path).read_text())
+    return doc
 
 
 def state_is_running(path: Path) -> bool:

@@ -67,10 +67,14 @@ def _check_or_refuse(
     return [r.name for r in rows if not r.passed] + (["cooldown"] if cooldown else [])
 
 
-async def _check_symbol_seen(args: argparse.Namespace, ctx: Ctx) -> None:
-    """Warn when --symbol was never seen by the collector; refuse a likely case typo."""
+async def _check_symbol_seen(args: argparse.Namespace, ctx: Ctx, *, undoing: bool) -> None:
+    """Warn when --symbol was never seen by the collector; refuse a likely case typo.
+
+    ``undoing``: the command clears something set for this exact symbol (kill switch off,
+    resume); clearing a mistake must never be refused.
+    """
     symbol = args.symbol
-    if symbol is None:
+    if symbol is None or undoing:
         return
     seen = await ctx.plane.seen_symbols()
     if symbol in seen:
@@ -93,7 +97,9 @@ async def _check_symbol_seen(args: argparse.Namespace, ctx: Ctx) -> None:
 # ---- changes ---------------------------------------------------------------------------
 async def kill_switch(args: argparse.Namespace, ctx: Ctx) -> int:
     on = args.state == "on"
-    await _check_symbol_seen(args, ctx)
+    if args.symbol is not None:
+        flagged = args.symbol in (await ctx.plane.snapshot()).kill_symbols
+        await _check_symbol_seen(args, ctx, undoing=not on and flagged)
     entry = await ctx.plane.set_kill_switch(
         on, actor=actor_of(args), reason=args.reason, symbol=args.symbol
     )
@@ -109,7 +115,10 @@ async def kill_switch(args: argparse.Namespace, ctx: Ctx) -> int:
 
 
 async def _set_state(args: argparse.Namespace, ctx: Ctx, state: TradingState) -> int:
-    await _check_symbol_seen(args, ctx)
+    if args.symbol is not None:
+        states = (await ctx.plane.snapshot()).symbol_states
+        undoing = state is TradingState.ACTIVE and args.symbol in states
+        await _check_symbol_seen(args, ctx, undoing=undoing)
     entry = await ctx.plane.set_trading_state(
         state, actor=actor_of(args), reason=args.reason, symbol=args.symbol
     )

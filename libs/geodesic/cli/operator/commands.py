@@ -1,6 +1,7 @@
 """Operator commands on the live control plane (DESIGN.md section 6).
 
-    status | kill-switch | halt | resume | promote | rollout | rollback | shadow |
+    status | kill-switch | halt | resume | promote | rollout (canary | full | disabled |
+    start | pause | resume | abort | status) | rollback | shadow |
     cooldown clear | gates | history | report
 
 Every change goes through ControlPlane: one atomic, versioned commit with an audit entry
@@ -33,7 +34,7 @@ from geodesic.cli.operator.args import (
 from geodesic.cli.operator.plumbing import runner
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     conn, change = parents()
 
     p = sub.add_parser(
@@ -86,7 +87,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     registry_arg(p)
     p.set_defaults(func=runner("changes", "promote"))
 
-    p = sub.add_parser("rollout", help="canary / full rollout of a candidate, or disable it")
+    p = sub.add_parser(
+        "rollout",
+        help="canary / full rollout of a candidate, or disable it; start / pause / resume / "
+        "abort / status an automatic ramp",
+    )
     rsub = p.add_subparsers(dest="mode", required=True, metavar="MODE")
     q = rsub.add_parser("canary", parents=[conn, change], help="route a fraction to a candidate")
     q.add_argument(
@@ -105,6 +110,45 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.set_defaults(func=runner("changes", "rollout"))
     q = rsub.add_parser("disabled", parents=[conn, change], help="active model only")
     q.set_defaults(func=runner("changes", "rollout"), force=False)
+    # the automatic ramp (geodesic.rollout): the risk supervisor advances it step by step
+    q = rsub.add_parser(
+        "start",
+        parents=[conn, change],
+        help="ramp a candidate automatically (default 5%%, 10%%, 25%%, 50%%, 100%%), judged "
+        "by the plan's checks, promoted at the end",
+    )
+    q.add_argument("candidate", type=model_id_arg, help="the model to ramp up")
+    q.add_argument(
+        "--plan",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="rollout plan, YAML or JSON (geodesic.rollout.RolloutPlan; default: the default plan)",
+    )
+    q.add_argument(
+        "--force", action="store_true", help="override failed offline gates (never the cooldown)"
+    )
+    registry_arg(q)
+    q.set_defaults(func=runner("ramp", "start"))
+    q = rsub.add_parser(
+        "pause", parents=[conn, change], help="hold the ramp at its weight (checks still abort)"
+    )
+    q.set_defaults(func=runner("ramp", "pause"))
+    q = rsub.add_parser(
+        "resume", parents=[conn, change], help="continue a paused ramp (the step restarts)"
+    )
+    q.set_defaults(func=runner("ramp", "resume"))
+    q = rsub.add_parser(
+        "abort", parents=[conn, change], help="end the ramp: the candidate back to 0%% now"
+    )
+    q.set_defaults(func=runner("ramp", "abort"))
+    q = rsub.add_parser(
+        "status",
+        parents=[conn],
+        help="the ramp's step, each check (value, threshold, samples), time to the next decision",
+    )
+    q.add_argument("--json", action="store_true", help="machine-readable output")
+    q.set_defaults(func=runner("ramp", "status"))
 
     p = sub.add_parser(
         "rollback", parents=[conn, change], help="take the change in flight out of service"

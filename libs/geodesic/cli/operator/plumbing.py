@@ -47,7 +47,7 @@ def _up_stack() -> dict[str, Any] | None:
 def resolve_url(args: argparse.Namespace) -> str:
     """--redis-url, else $GEODESIC_REDIS_URL, else the running `geodesic up` stack's."""
     if args.redis_url:
-        return args.redis_url
+        return str(args.redis_url)
     env = os.environ.get(ENV_REDIS_URL)
     if env:
         return env

@@ -55,6 +55,11 @@ async def status(args: argparse.Namespace, ctx: Ctx) -> int:
     probes = await probe(found, {"collector": max(seen.values())} if seen else {})
     doc["services"] = service_rows(probes, time.time_ns())
     doc["external_change"] = external and {"reason": external["reason"], "to": external["to"]}
+    from geodesic.rollout.operator import load as load_ramp
+    from geodesic.rollout.operator import status_doc
+
+    ramp = (await load_ramp(ctx.plane)).state
+    doc["ramp"] = None if ramp is None else status_doc(ramp, time.time_ns())
     if args.json:
         print(json.dumps(doc, indent=2, allow_nan=False))
     else:

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from geodesic.control.audit import AuditEvent
 from geodesic.operations.common import format_ns
+from geodesic.operations.health import warmup_line
 
 
 def console() -> Console:
@@ -46,6 +47,13 @@ def render_status(doc: dict[str, Any], console: Console) -> None:
             "rollout",
             f"{r['mode']}: candidate {r['candidate']} on {r['canary_fraction']:.2%} "
             f"(seed {r['seed']})",
+        )
+    ramp = doc.get("ramp")
+    if ramp:
+        t.add_row(
+            "ramp",
+            f"{ramp['candidate']}: {ramp['state']} at {ramp['weight']:.0%} "
+            "(`geodesic rollout status`)",
         )
     ks = doc["kill_switches"]
     t.add_row(
@@ -148,6 +156,8 @@ def render_services(rows: list[dict[str, Any]], console: Console) -> None:
         detail = row["detail"]
         if row.get("last_input"):
             detail += f"; last tick accepted {row['last_input']}"
+        if row.get("warmup"):
+            detail += f"; {warmup_line(row['warmup'])}"
         t.add_row(row["service"], f"[{style}]{row['state']}[/{style}]", lag, seen, detail)
     console.print(t)
 

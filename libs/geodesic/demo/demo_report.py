@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import json
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 
 from geodesic.demo.collect import HOPS, Observed
 
@@ -63,14 +65,14 @@ def build_summary(
     }
 
 
-def _save(fig: plt.Figure, path: Path) -> str:
+def _save(fig: Figure, path: Path) -> str:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path.name
 
 
-def charts(seen: Observed, psi_series: list[dict[str, Any]], out: Path) -> list[str]:
+def charts(seen: Observed, psi_series: Sequence[dict[str, Any]], out: Path) -> list[str]:
     out.mkdir(parents=True, exist_ok=True)
     names = []
     # price and signals, first symbol
@@ -149,7 +151,7 @@ def charts(seen: Observed, psi_series: list[dict[str, Any]], out: Path) -> list[
 
 
 def write_report(
-    summary: dict[str, Any], seen: Observed, psi_series: list[dict[str, Any]], out: Path
+    summary: dict[str, Any], seen: Observed, psi_series: Sequence[dict[str, Any]], out: Path
 ) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
