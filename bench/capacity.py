@@ -433,6 +433,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"    single event p50 / p99     {core['single_p50_us']} / {core['single_p99_us']} us"
         )
         print(f"    recall@{core['k']} vs exact         {core['recall_at_k_vs_exact_lorentz']}")
+        print(f"    batch us per event by stage {core['batch_us_per_event']}")
     return result
 
 
