@@ -73,6 +73,8 @@ class CollectorProcessor:
         self.counts = {"received": 0, "accepted": 0, "duplicates": 0, "dlq": 0}
         self.seen: dict[str, int] = {}  # symbol -> last accepted ns, flushed at checkpoint
         self._partition_of: dict[tuple[str, int], int] = {}  # murmur2 is ~6 us a call
+        self._changed: set[TopicPartition] = set()
+        self._saved: dict[TopicPartition, tuple[int, str | None]] = {}
 
     def _new_tracker(self) -> SequenceTracker:
         return SequenceTracker(max_keys=self.max_keys, reset_gap=self.reset_gap)
@@ -86,12 +88,18 @@ class CollectorProcessor:
                 offset, state = saved
                 tracker.restore(state)
                 seeks[tp] = offset
+                self._saved[tp] = _stored(offset)
+            else:
+                self._saved.pop(tp, None)
+            self._changed.discard(tp)
             self.trackers[tp] = tracker
         return seeks
 
     async def on_revoked(self, partitions: set[TopicPartition]) -> None:
         for tp in partitions:
             self.trackers.pop(tp, None)
+            self._saved.pop(tp, None)
+            self._changed.discard(tp)
 
     async def on_idle(self, now_ns: int) -> list[Output]:
         return []
@@ -99,21 +107,25 @@ class CollectorProcessor:
     async def checkpoint(self, positions: dict[TopicPartition, int]) -> None:
         if self.checkpoints is None:
             return
-        await self.checkpoints.save_many(
-            {
-                tp: (o, self.trackers[tp].snapshot())
-                for tp, o in positions.items()
-                if tp in self.trackers
-            }
-        )
+        # Incremental: a partition is written only when its tracker changed (records
+        # processed) or its offset moved since the checkpoint Redis holds.
+        entries = {
+            tp: (o, self.trackers[tp].snapshot())
+            for tp, o in positions.items()
+            if tp in self.trackers and (tp in self._changed or self._saved.get(tp) != _stored(o))
+        }
+        # the operator CLI warns about a kill switch for an unseen symbol
+        seen: dict[FieldT, EncodableT] = {k: v for k, v in self.seen.items()}
+        await self.checkpoints.save_many(entries, hashes={self.checkpoints.keys.seen_symbols: seen})
+        self.seen = {}
+        for tp, (offset, _state) in entries.items():
+            self._saved[tp] = _stored(offset)
+            self._changed.discard(tp)
         self.metrics.tracked_keys.set(sum(len(t) for t in self.trackers.values()))
-        if self.seen:  # the operator CLI warns about a kill switch for an unseen symbol
-            seen, self.seen = self.seen, {}
-            fields: dict[FieldT, EncodableT] = {k: v for k, v in seen.items()}
-            await self.checkpoints.redis.hset(self.checkpoints.keys.seen_symbols, mapping=fields)
 
     async def process(self, tp: TopicPartition, records: Sequence[ConsumerRecord]) -> list[Output]:
         tracker = self.trackers.setdefault(tp, self._new_tracker())
+        self._changed.add(tp)
         outputs: list[Output] = []
         before = dict(self.counts)
         try:
@@ -195,3 +207,9 @@ class CollectorProcessor:
             partition=tp.partition,
             offset=offset,
         )
+
+
+def _stored(offset: int) -> tuple[int, str | None]:
+    """What a checkpoint records of a position: the offset and the fingerprint of the
+    record before it (geodesic.runtime.pipeline.Position)."""
+    return int(offset), getattr(offset, "fingerprint", None)

@@ -1,5 +1,6 @@
-"""The feature service's checkpoints on the real Redis: incremental (a partition whose state
-did not change is not rewritten) and exact (a restart restores the state it saved)."""
+"""The feature service's and the collector's checkpoints on the real Redis: incremental (a
+partition whose state did not change is not rewritten) and exact (a restart restores the
+state it saved)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import redis.asyncio as aioredis
 from aiokafka import ConsumerRecord, TopicPartition
 from prometheus_client import CollectorRegistry
 
+from collector.processor import CollectorMetrics, CollectorProcessor
+from collector.validation import ValidationPolicy
 from feature.processor import FeatureMetrics, FeatureProcessor
-from geodesic.contracts.services import FEATURE
+from geodesic.contracts.services import COLLECTOR, FEATURE
 from geodesic.features import WARMUP_BARS
 from geodesic.marketdata.replay import ReplayConfig, replay_ticks
 from geodesic.marketdata.synthetic import SyntheticConfig, generate_market
@@ -93,3 +96,42 @@ async def test_feature_checkpoint_rewrites_only_changed_partitions_and_restores_
     continued = await restarted.process(TP0, tail)
     assert any(o.topic == "features" for o in continued)
     assert continued == await proc.process(TP0, tail)
+
+
+async def test_collector_checkpoint_rewrites_only_changed_partitions_in_one_transaction(
+    redis_client: aioredis.Redis, redis_prefix: str
+):
+    store = CheckpointStore(redis_client, COLLECTOR.name, redis_prefix)
+    proc = CollectorProcessor(
+        policy=ValidationPolicy(max_age_ns=2**62),
+        out_topic="ticks",
+        dead_letters=DeadLetterSink("dlq", CollectorRegistry(), service=COLLECTOR.name),
+        checkpoints=store,
+        metrics=CollectorMetrics(CollectorRegistry()),
+        clock=lambda: T0 + 10**12,
+    )
+    raw0, raw1 = TopicPartition("raw", 0), TopicPartition("raw", 1)
+    a, b = records(raw0, "AA", 3, seed=1), records(raw1, "BB", 3, seed=2)
+    await proc.on_assigned({raw0, raw1})
+    await proc.process(raw0, a[:10])
+    await proc.process(raw1, b)
+    positions = {raw0: Position(10, "f0"), raw1: Position(len(b), "f1")}
+    await proc.checkpoint(positions)
+    assert await redis_client.expire(store.key(raw1), 3600)
+    await proc.process(raw0, a[10:])
+    positions[raw0] = Position(len(a), "f2")
+    await proc.checkpoint(positions)
+    assert await redis_client.ttl(store.key(raw1)) > 0  # unchanged: not rewritten
+    seen = await redis_client.hgetall(store.keys.seen_symbols)
+    assert set(seen) == {b"AA", b"BB"}  # written with the checkpoints
+
+    restarted = CollectorProcessor(
+        policy=ValidationPolicy(),
+        out_topic="ticks",
+        dead_letters=DeadLetterSink("dlq", CollectorRegistry(), service=COLLECTOR.name),
+        checkpoints=store,
+        metrics=CollectorMetrics(CollectorRegistry()),
+    )
+    assert await restarted.on_assigned({raw0, raw1}) == {raw0: len(a), raw1: len(b)}
+    for tp in (raw0, raw1):
+        assert restarted.trackers[tp].snapshot() == proc.trackers[tp].snapshot()
