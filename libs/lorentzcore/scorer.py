@@ -1,8 +1,9 @@
 """The scoring pipeline: whiten -> search -> Lorentz re-rank -> kernels -> prob_up.
 
 For one event (`score`) and for a batch (`score_batch`), with identical results: the
-batch path whitens row by row through the same code and hnswlib answers each query of a
-batch exactly as it would alone, so the only difference is how often Python is entered.
+batch path whitens row by row through the same code, hnswlib answers each query of a
+batch exactly as it would alone, and the re-rank and vote run for all rows in two compiled
+passes that do `_finish`'s arithmetic in its order (a test holds them equal bit for bit).
 
 float32 fast path: whitening and the HNSW search run in float32. Any non-finite value
 recomputes that stage in float64 and increments `fallback_count[stage]`; the re-rank is
@@ -93,17 +94,25 @@ def _njit_weighted_vote(
 def _njit_rerank_rows(
     Zq: NDArray[np.float64],
     Zn: NDArray[np.float32],
+    cand_ids: NDArray[np.int64],
+    T: NDArray[np.int64],
+    times: NDArray[np.int64],
+    labels: NDArray[np.float64],
     k: int,
     rerank: bool,
-    sel: NDArray[np.int64],
+    ids: NDArray[np.int64],
     d: NDArray[np.float64],
+    tau: NDArray[np.int64],
+    lab: NDArray[np.float64],
     clamp_eps: float,
     series_threshold: float,
 ) -> NDArray[np.bool_]:
     """Per row i: Lorentz distances from Zq[i] to its candidates Zn[i], the k nearest
-    (stable order, as np.argsort(kind="stable")) into sel[i] / d[i]; with ``rerank`` off,
-    HNSW's first k. Returns the rows with any non-finite distance: those are recomputed
-    by the reference path, which owns the NaN ordering and the fallback count."""
+    (stable order, as np.argsort(kind="stable")) into ids[i] / d[i] with their bar lags
+    |T[i] - t| and labels; with ``rerank`` off, HNSW's first k. Returns the rows with any
+    non-finite distance: those are recomputed by the reference path, which owns the NaN
+    ordering and the fallback count."""
+    sel = np.empty(k, dtype=np.int64)
     n = Zq.shape[0]
     K = Zn.shape[1]
     bad = np.zeros(n, dtype=np.bool_)
@@ -116,14 +125,19 @@ def _njit_rerank_rows(
                     bad[i] = True
             order = np.argsort(d_all, kind="mergesort")
             for j in range(k):
-                sel[i, j] = order[j]
+                sel[j] = order[j]
                 d[i, j] = d_all[order[j]]
         else:
             _njit_distances_to_query(Zq[i], Zn[i, :k], d[i], clamp_eps, series_threshold)
             for j in range(k):
-                sel[i, j] = j
+                sel[j] = j
                 if not np.isfinite(d[i, j]):
                     bad[i] = True
+        for j in range(k):
+            c = cand_ids[i, sel[j]]
+            ids[i, j] = c
+            tau[i, j] = abs(T[i] - times[c])
+            lab[i, j] = labels[c]
     return bad
 
 
@@ -139,12 +153,16 @@ def _njit_vote_rows(
     use_periodic: bool,
     locally_periodic: bool,
     floor: float,
+    has_prior: bool,
+    base_rate: float,
+    prior_strength: float,
     prob: NDArray[np.float64],
     eff_k: NDArray[np.float64],
     abstain: NDArray[np.bool_],
     finite: NDArray[np.bool_],
 ) -> None:
-    """_njit_weighted_vote for every row (sin_values is (n, 0) without the periodic kernel)."""
+    """_njit_weighted_vote for every row (sin_values is (n, 0) without the periodic
+    kernel), then kernels.shrink_to_base_rate's formula, same operation order."""
     for i in range(d.shape[0]):
         prob[i], eff_k[i], abstain[i], finite[i] = _njit_weighted_vote(
             d[i],
@@ -158,6 +176,9 @@ def _njit_vote_rows(
             locally_periodic,
             floor,
         )
+        if has_prior and not abstain[i]:
+            e = eff_k[i]
+            prob[i] = (e * prob[i] + prior_strength * base_rate) / (e + prior_strength)
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,23 +282,8 @@ class Scorer:
         t1 = time.perf_counter_ns()
         ids, _base, Zn = self.model.index.search_with_vectors(z[None, :], self._k_cand(lvl))
         t2 = time.perf_counter_ns()
-        rows = self._finish_rows(z[None, :], ids, Zn, np.array([t_q], dtype=np.int64), lvl)
-        t4 = time.perf_counter_ns()
-        timings = {
-            "whiten": (t1 - t0) / 1e3,
-            "search": (t2 - t1) / 1e3,
-            "rerank": (rows.t_rerank_end - t2) / 1e3,
-            "kernel": (t4 - rows.t_rerank_end) / 1e3,
-        }
-        score = Score(
-            float(rows.prob_up[0]),
-            float(rows.eff_k[0]),
-            bool(rows.abstain[0]),
-            lvl,
-            rows.ids[0],
-            rows.distances[0],
-            timings,
-        )
+        # one event: the per-event path (as fast as the compiled rows at n = 1, ~29 us)
+        score = self._finish(z, ids[0], Zn[0], int(t_q), lvl, t0, t1, t2)
         if self.degrade is not None:
             self.degrade.observe((time.perf_counter_ns() - t0) / 1e6)
         return score
@@ -321,8 +327,7 @@ class Scorer:
     ) -> _Rows:
         """Re-rank and vote for every row at once, with `_finish`'s arithmetic exactly.
 
-        Rows with a non-finite distance, or fewer candidates than K, go through `_finish`
-        (the reference path) instead.
+        Rows with a non-finite distance go through `_finish` (the reference path) instead.
         """
         n, K = cand_ids.shape
         k = min(self.params.k, K)
@@ -331,21 +336,27 @@ class Scorer:
         if self._scale != 1.0:
             Zq = Zq * self._scale
             Zn_scaled = Zn * np.float32(self._scale)
-        sel = np.empty((n, k), dtype=np.int64)
+        ids = np.empty((n, k), dtype=np.int64)
         d = np.empty((n, k))
+        tau = np.empty((n, k), dtype=np.int64)
+        labels = np.empty((n, k))
         bad = _njit_rerank_rows(
-            np.ascontiguousarray(Zq),
+            Zq,
             np.ascontiguousarray(Zn_scaled),
+            np.ascontiguousarray(cand_ids),
+            T,
+            self._times,
+            self._labels,
             k,
             lvl < 3,
-            sel,
+            ids,
             d,
+            tau,
+            labels,
             ACOSH_CLAMP_EPS,
             ACOSH_SERIES_THRESHOLD,
         )
-        ids = np.take_along_axis(cand_ids, sel, axis=1)
         t_rerank_end = time.perf_counter_ns()
-        tau = np.abs(T[:, None] - self._times[ids])
         use_periodic = lvl < 2
         sin_values = self.cache.lookup(tau) if use_periodic else np.zeros((n, 0))
         prob = np.empty(n)
@@ -353,31 +364,34 @@ class Scorer:
         abstain = np.empty(n, dtype=bool)
         finite = np.empty(n, dtype=bool)
         kc = self.kernel
+        p0, m = self.params.base_rate, self.params.prior_strength
+        has_prior = p0 is not None and m is not None
         _njit_vote_rows(
             d,
-            np.ascontiguousarray(sin_values, dtype=np.float64),
+            sin_values,
             tau,
-            self._labels[ids],
+            labels,
             kc.rbf_length_scale,
             kc.periodic_length_scale,
             kc.local_length_scale,
             use_periodic,
             kc.locally_periodic,
             kc.weight_floor,
+            has_prior,
+            p0 if p0 is not None else 0.0,
+            m if m is not None else 0.0,
             prob,
             eff,
             abstain,
             finite,
         )
-        self.fallback_count["kernel"] += int(np.count_nonzero(~finite & ~bad))
-        p0, m = self.params.base_rate, self.params.prior_strength
-        if p0 is not None and m is not None:
-            shrink = ~abstain
-            prob[shrink] = (eff[shrink] * prob[shrink] + m * p0) / (eff[shrink] + m)
-        for i in np.flatnonzero(bad):
-            one = self._finish(Z[i], cand_ids[i], Zn[i], int(T[i]), lvl, 0, 0, 0)
-            prob[i], eff[i], abstain[i] = one.prob_up, one.eff_k, one.abstain
-            ids[i], d[i] = one.neighbor_ids, one.distances
+        if not finite.all():
+            self.fallback_count["kernel"] += int(np.count_nonzero(~finite & ~bad))
+        if bad.any():
+            for i in np.flatnonzero(bad):
+                one = self._finish(Z[i], cand_ids[i], Zn[i], int(T[i]), lvl, 0, 0, 0)
+                prob[i], eff[i], abstain[i] = one.prob_up, one.eff_k, one.abstain
+                ids[i], d[i] = one.neighbor_ids, one.distances
         return _Rows(prob, eff, abstain, ids, d, t_rerank_end)
 
     def _finish(
