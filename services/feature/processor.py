@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from geodesic.contracts import Bar, Tick
 from geodesic.contracts.reasons import RejectReason
 from geodesic.features import BarBuilder, FeatureEngine
+from geodesic.features.bars import PriceSource
 from geodesic.marketdata.sequencing import SequenceTracker
 from geodesic.runtime.checkpoint import CheckpointStore
 from geodesic.runtime.deadletters import DeadLetterSink
@@ -66,7 +67,7 @@ class FeatureProcessor:
         self,
         *,
         bar_seconds: int,
-        price_source: str,
+        price_source: PriceSource,
         bars_topic: str,
         features_topic: str,
         idle_flush_grace_s: float | None,
@@ -93,7 +94,7 @@ class FeatureProcessor:
     def _new_state(self) -> _PartitionState:
         return _PartitionState(
             tracker=SequenceTracker(),
-            bars=BarBuilder(self.bar_seconds, self.price_source),  # type: ignore[arg-type]
+            bars=BarBuilder(self.bar_seconds, self.price_source),
             engine=FeatureEngine(),
         )
 

@@ -49,7 +49,7 @@ from geodesic.lifecycle.evaluation import (
     shrink_exclude_bars,
     walk_forward_holdout,
 )
-from geodesic.lifecycle.gates import GateResult, offline_gates
+from geodesic.lifecycle.offline_gates import GateResult, offline_gates
 from geodesic.lifecycle.offline_report import (
     DatasetSummary,
     EvaluationSection,
