@@ -249,7 +249,7 @@ def _timeline_chart(seen: Observed, out: Path) -> str:
         kinds = sorted({e.kind for e in seen.control})
         for e in seen.control:
             ax.scatter(
-                datetime.fromtimestamp(e.ts_ns / 1e9, UTC),
+                mdates.date2num(datetime.fromtimestamp(e.ts_ns / 1e9, UTC)),
                 kinds.index(e.kind),
                 color="tab:red" if e.kind in ("ROLLBACK", "MODE_SWITCH") else "tab:grey",
             )
