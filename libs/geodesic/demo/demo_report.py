@@ -14,17 +14,17 @@ import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 from geodesic.demo.collect import HOPS, Observed
 
@@ -124,6 +124,22 @@ def build_summary(
 # ---- charts ------------------------------------------------------------------------------
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # matplotlib's default date epoch (date.epoch)
+
+
+def _date_num(t: datetime) -> float:
+    """matplotlib's date number: days since its epoch."""
+    return (t - _EPOCH).total_seconds() / 86400.0
+
+
+def _date_format(fmt: str) -> FuncFormatter:
+    """Date tick labels (matplotlib.dates carries no type hints: mypy --strict)."""
+    # to the nearest second: a tick at 12.9999 s must read 13
+    return FuncFormatter(
+        lambda x, _pos: (_EPOCH + timedelta(seconds=round(float(x) * 86400.0))).strftime(fmt)
+    )
+
+
 def _save(fig: Figure, path: Path) -> str:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
@@ -158,7 +174,7 @@ def _price_chart(seen: Observed, calendar: Mapping[str, BarCalendar], out: Path)
         ax.set_title(f"{sym}: daily closes replayed as 1-second bars, with tradable signals")
         ax.set_ylabel(f"{sym} close (index points)")
         if cal is not None:
-            ax.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m-%d"))
+            ax.xaxis.set_major_formatter(_date_format("%Y-%m-%d"))
             ax.set_xlabel("trading day (historical date of the replayed bar)")
         else:
             ax.set_xlabel("bar index")
@@ -265,12 +281,12 @@ def _timeline_chart(seen: Observed, out: Path) -> str:
         kinds = sorted({e.kind for e in seen.control})
         for e in seen.control:
             ax.scatter(
-                datetime.fromtimestamp(e.ts_ns / 1e9, UTC),
+                _date_num(datetime.fromtimestamp(e.ts_ns / 1e9, UTC)),
                 kinds.index(e.kind),
                 color="tab:red" if e.kind in ("ROLLBACK", "MODE_SWITCH") else "tab:grey",
             )
         ax.set_yticks(range(len(kinds)), kinds, fontsize=8)
-        ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S"))
+        ax.xaxis.set_major_formatter(_date_format("%H:%M:%S"))
         ax.set_xlabel("time (UTC)")
     ax.set_title("control events (MODE_SWITCH / ROLLBACK in red)")
     return _save(fig, out / "timeline.png")
