@@ -9,9 +9,10 @@ then two candidates go through the same short plan while the market keeps replay
 - a good one (the candidate itself) advances 25% -> 50% -> 100%, becomes the active
   model with the old one kept warm as previous, and passes its guard window.
 
-Why the risk supervisor restarts first, with its drift guard parked: on this history the
-drift guard alarms on every 100-bar window (the first part of the demo shows it acting),
-so it would roll back any canary within seconds and no ramp could be shown. The ramp
+Why the risk supervisor restarts first, with its drift guard parked: with the demo's
+200-sample window the drift guard calls for rollback on most of this history, even in the
+reference's own years (`python -m bench.drift_window_alarms`: 99-100% of evaluations in
+2004-2006), so it would roll back any canary within seconds and no ramp could be shown. The ramp
 plan here judges latency, model errors and shadow parity; drift is demonstrated by the
 fixed canary's rollback, and the win-rate test by tests/integration/test_rollout_on_stack
 (the demo's out-of-sample models are near coin flips and mostly flat, so a win-rate check
@@ -123,9 +124,11 @@ NOTE = (
     "Both ramps follow the same plan (25% -> 50% -> 100%, analysis every 0.5 s, two green "
     "windows to advance, at least 20 signals per step) judging p95 scoring latency, model "
     "errors and shadow parity on real bars that continue the replay. The risk supervisor "
-    "ran them with its drift guard parked: on this history it alarms on every 100-bar "
-    "window (it rolled the fixed canary back above). No win-rate check: every signal of "
-    "these near-coin-flip models is flat, so it would stay inconclusive and pause the ramp."
+    "ran them with its drift guard parked: with a 200-sample window it calls for rollback "
+    "on most of this history, even inside its training years (python -m "
+    "bench.drift_window_alarms; it rolled the fixed canary back above). No win-rate "
+    "check: every signal of these near-coin-flip models is flat, so it would stay "
+    "inconclusive and pause the ramp."
 )
 
 
