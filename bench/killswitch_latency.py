@@ -41,6 +41,7 @@ import numpy as np
 import redis.asyncio as aioredis
 
 from geodesic.contracts import ScoredSignal, Tick
+from geodesic.contracts.model_registry import ENV_MODEL_REGISTRY
 from geodesic.contracts.services import COLLECTOR, FEATURE, SCORER
 from geodesic.control import ControlPlane
 from geodesic.control.keys import Keys
@@ -259,7 +260,7 @@ def main(argv: list[str] | None = None) -> dict:
             stack.run_dir,
             {
                 **info.env(),
-                "GEODESIC_MODEL_REGISTRY": str(registry),
+                ENV_MODEL_REGISTRY: str(registry),
                 f"{FEATURE.env_prefix}BAR_SECONDS": str(args.bar_seconds),
                 "GEODESIC_LOG_LEVEL": "WARNING",
             },

@@ -41,6 +41,7 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from geodesic.contracts import ScoredSignal, Tick, load_topics
+from geodesic.contracts.model_registry import ENV_MODEL_REGISTRY
 from geodesic.contracts.services import COLLECTOR, FEATURE, SCORER, SERVICES
 from geodesic.control import ControlPlane
 from geodesic.features import WARMUP_BARS
@@ -435,7 +436,7 @@ def main(argv: list[str] | None = None) -> dict:
             stack.run_dir,
             {
                 **info_.env(),
-                "GEODESIC_MODEL_REGISTRY": str(registry.resolve()),
+                ENV_MODEL_REGISTRY: str(registry.resolve()),
                 f"{FEATURE.env_prefix}BAR_SECONDS": str(args.bar_seconds),
                 "GEODESIC_LOG_LEVEL": "WARNING",
             },

@@ -61,6 +61,7 @@ from numpy.typing import ArrayLike, NDArray
 from lorentzcore.constants import ACOSH_CLAMP_EPS, ACOSH_SERIES_THRESHOLD, SHEET_RTOL
 
 FloatArray: TypeAlias = NDArray[np.float64]
+AnyFloatArray: TypeAlias = NDArray[np.float32] | NDArray[np.float64]
 #: Scalar inputs give a np.float64 (a float subclass); batched inputs give an array.
 FloatResult: TypeAlias = NDArray[np.float64] | np.float64
 
@@ -180,7 +181,7 @@ _DIRECT_FORM_MARGIN = 8.0
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _njit_wedge_by_projection(
-    z: FloatArray, w: FloatArray, x_sign_z: float, x_sign_w: float, y_sign_w: float
+    z: AnyFloatArray, w: AnyFloatArray, x_sign_z: float, x_sign_w: float, y_sign_w: float
 ) -> float:
     """|x|^2 |y - (x.y / |x|^2) x|^2 for x = x_sign_z z + x_sign_w w and y = z + y_sign_w w.
 
@@ -206,7 +207,7 @@ def _njit_wedge_by_projection(
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _njit_numerator_terms(
-    z: FloatArray, w: FloatArray, zz: float
+    z: AnyFloatArray, w: AnyFloatArray, zz: float
 ) -> tuple[float, float, float, float]:
     """(|z - w|^2, W = |z ^ w|^2, |w|^2, z.w) in float64, given zz = |z|^2.
 
@@ -281,9 +282,14 @@ def _njit_distances_rowwise(
 
 @numba.njit(cache=True, nogil=True)
 def _njit_distances_to_query(
-    zq: FloatArray, Z: FloatArray, out: FloatArray, clamp_eps: float, series_threshold: float
+    zq: AnyFloatArray,
+    Z: AnyFloatArray,
+    out: FloatArray,
+    clamp_eps: float,
+    series_threshold: float,
 ) -> None:
-    """out[j] = d_L(lift(zq), lift(Z[j])): the re-rank hot path.
+    """out[j] = d_L(lift(zq), lift(Z[j])): the re-rank hot path (float32 or float64 inputs:
+    numba compiles one version per input type; the distances are float64).
 
     Same formula as the row-wise kernel, split into three loops over the candidates so the
     long sqrt / div / log1p dependency chains of different rows overlap (~25% faster).

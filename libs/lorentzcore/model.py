@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -28,6 +27,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from lorentzcore.ann import AnnIndex
 from lorentzcore.hyperbolic import lorentz_distances_to_query
 from lorentzcore.kernels import KernelConfig, fit_prior_strength, kernel_weights, weighted_prob
+from lorentzcore.model_id import MODEL_ID_PATTERN, is_model_id
 from lorentzcore.whitening import Whitener
 
 MODEL_FORMAT_VERSION = 1
@@ -36,17 +36,6 @@ WHITENER_FILE = "whitener.npz"
 LABELS_FILE = "labels.npy"
 TIMES_FILE = "times.npy"
 ANN_DIR = "ann"
-
-
-#: A model id is also its directory name in a registry: path-safe characters only. The one
-#: definition (the registry and the CLI reuse it); ``is_model_id`` also refuses "." and "..".
-MODEL_ID_PATTERN = r"^[A-Za-z0-9._-]{1,128}$"
-_MODEL_ID_RE = re.compile(MODEL_ID_PATTERN)
-
-
-def is_model_id(text: str) -> bool:
-    """True for a usable model id: MODEL_ID_PATTERN, and not a directory alias ("." / "..")."""
-    return _MODEL_ID_RE.fullmatch(text) is not None and text not in (".", "..")
 
 
 def _model_id(text: str) -> str:

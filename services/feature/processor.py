@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from aiokafka import ConsumerRecord, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -26,6 +26,7 @@ from geodesic.contracts import Bar, Tick
 from geodesic.contracts.codec import decode_tick
 from geodesic.contracts.reasons import RejectReason
 from geodesic.features import BarBuilder, FeatureEngine
+from geodesic.features.bars import PriceSource
 from geodesic.marketdata.sequencing import SequenceTracker
 from geodesic.runtime.checkpoint import CheckpointStore, saved_position
 from geodesic.runtime.deadletters import DeadLetterSink
@@ -60,7 +61,6 @@ class _PartitionState:
     engine: FeatureEngine
     last_event_ns: int = 0
     last_wall_ns: int = 0
-    pending_hops: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 class FeatureProcessor:
@@ -68,7 +68,7 @@ class FeatureProcessor:
         self,
         *,
         bar_seconds: int,
-        price_source: str,
+        price_source: PriceSource,
         bars_topic: str,
         features_topic: str,
         idle_flush_grace_s: float | None,
@@ -100,7 +100,7 @@ class FeatureProcessor:
     def _new_state(self) -> _PartitionState:
         return _PartitionState(
             tracker=SequenceTracker(),
-            bars=BarBuilder(self.bar_seconds, self.price_source),  # type: ignore[arg-type]
+            bars=BarBuilder(self.bar_seconds, self.price_source),
             engine=FeatureEngine(),
         )
 

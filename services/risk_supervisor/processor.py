@@ -84,7 +84,7 @@ class RiskMetrics:
         self.halts = Counter("halt_total", "trading-state escalations", ["state"], registry=r)
         self.kill_switch = Gauge("kill_switch_active", "global kill switch on", registry=r)
         self.forwarded = Counter("control_events_forwarded_total", "audit entries sent", registry=r)
-        self.rollout = RolloutMetrics(r)
+        self.rollout = RolloutMetrics(r, rollbacks=self.rollbacks, mode_switches=self.mode_switches)
 
 
 def _text(x: bytes | str) -> str:

@@ -232,6 +232,8 @@ async def test_bad_candidate_is_aborted_at_the_first_step_with_enough_samples(
         assert rollback["actor"] == "risk-supervisor"
         assert rollback["reason"].startswith("rollout abort: STEP 1/3")
         assert not any("STEP 2/3" in r for r in ramp_audit(audit))
+        text = await stack.metrics()  # the abort counts as a rollback: RollbackHappened fires
+        assert "rollback_total 1.0" in text and 'rollout_phase{phase="ABORTED"} 1.0' in text
         await stack.reader.wait_for(
             lambda: any(
                 e.kind == "ROLLOUT" and "ABORTED" in e.reason for e in stack.control_events()
@@ -311,6 +313,7 @@ async def test_breach_after_promotion_rolls_back_to_the_previous_model(
         rollbacks = [e for e in audit if e["kind"] == "ROLLBACK"]
         assert len(rollbacks) == 1  # the plan acted; the drift guard did not act twice
         assert rollbacks[0]["reason"].startswith("rollback after promotion:")
+        assert "rollback_total 1.0" in await stack.metrics()
         await stack.reader.wait_for(
             lambda: any(
                 e.kind == "ROLLOUT" and "ROLLED_BACK" in e.reason for e in stack.control_events()

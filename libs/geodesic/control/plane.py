@@ -19,7 +19,7 @@ import logging
 import time
 import uuid
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Literal
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError, WatchError
@@ -108,7 +108,7 @@ class ControlPlane:
             shadow=_s(shadow),
             previous=_s(previous),
             rollout=Rollout(
-                mode=ro.get("mode") or "disabled",  # type: ignore[arg-type]
+                mode=_mode(ro.get("mode")),
                 canary_fraction=float(ro.get("canary_fraction") or 0.0),
                 seed=int(ro.get("seed") or 0),
                 candidate=ro.get("candidate") or None,
@@ -445,3 +445,8 @@ class ControlPlane:
         if entry is not None:
             await self._stamp(int(results[1]))  # the INCR of the version, after the SET
         return True
+
+
+def _mode(raw: str | None) -> Literal["disabled", "canary", "full"]:
+    """A rollout mode read from Redis; anything unknown is disabled (no canary traffic)."""
+    return "canary" if raw == "canary" else "full" if raw == "full" else "disabled"

@@ -46,7 +46,6 @@ class Observed:
     outcomes: list[Outcome] = field(default_factory=list)
     latencies: dict[str, list[float]] = field(default_factory=lambda: {h: [] for h in HOPS})
     recent_ns: deque[int] = field(default_factory=lambda: deque(maxlen=4000))
-    timeline: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Observer:

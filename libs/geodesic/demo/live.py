@@ -23,7 +23,7 @@ from geodesic.contracts.services import COLLECTOR, RISK_SUPERVISOR, SCORER
 from geodesic.control import ControlPlane, ControlSnapshot, Rollout
 from geodesic.demo.collect import HOPS, Observed, Observer, http_json, metric_values
 from geodesic.demo.config import DemoSettings
-from geodesic.demo.demo_report import percentiles
+from geodesic.demo.demo_report import BarCalendar, percentiles
 from geodesic.demo.stages import Stages
 from geodesic.features import WARMUP_BARS
 from geodesic.lifecycle.registry import demo_promotion_reason
@@ -58,6 +58,20 @@ class ReplayWindow:
     @property
     def n_bars(self) -> int:
         return len(next(iter(self.series.values())))
+
+    def calendar(self) -> dict[str, BarCalendar]:
+        """The historical day each replayed bar stands for (one bar per second)."""
+        first = self.t0_ns // NS_PER_SECOND
+        return {ser.symbol: BarCalendar(first, ser.dates) for ser in self.series.values()}
+
+    def period(self) -> dict[str, Any]:
+        """The replayed days after the feature warm-up (the ones that get a signal)."""
+        dates = next(iter(self.series.values())).dates
+        return {
+            "symbols": sorted(ser.symbol for ser in self.series.values()),
+            "first_day": str(dates[WARMUP_BARS - 1]),
+            "last_day": str(dates[-1]),
+        }
 
     @property
     def expected_signals(self) -> int:
@@ -140,6 +154,7 @@ class ReplayOutcome:
     rate_ticks_per_s: float
     kill: KillSwitchRecord
     psi_series: tuple[dict[str, Any], ...]
+    period: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -162,7 +177,10 @@ class LiveOutcome:
 
     def extra(self) -> dict[str, Any]:
         """Report fields beyond what the observer saw."""
-        out: dict[str, Any] = {"replay_rate_ticks_per_s": self.replay.rate_ticks_per_s}
+        out: dict[str, Any] = {
+            "replay_period": self.replay.period,
+            "replay_rate_ticks_per_s": self.replay.rate_ticks_per_s,
+        }
         if self.rollback.drift_injection_ticks is not None:
             out["drift_injection_ticks"] = self.rollback.drift_injection_ticks
         out["rollback_trigger"] = self.rollback.trigger
@@ -325,6 +343,7 @@ async def replay_history(ctx: LiveContext, window: ReplayWindow) -> ReplayOutcom
         rate_ticks_per_s=round(result.achieved_rate, 1),
         kill=operator.record(),
         psi_series=tuple(progress.psi_series),
+        period=window.period(),
     )
 
 
@@ -369,13 +388,18 @@ async def _display_until(
 def _sample_risk(ctx: LiveContext, progress: _ReplayProgress) -> None:
     with contextlib.suppress(Exception):
         info = http_json(ctx.ports.risk, "/info")
-        psi = {
-            f: d["psi"]
+        ready = {
+            f: d
             for f, d in info.get("drift", {}).items()
             if d.get("n") and d.get("psi") == d.get("psi")
         }
         progress.psi_series.append(
-            {"t": time.time(), "psi": psi, "winrates": info.get("winrates", {})}
+            {
+                "t": time.time(),
+                "psi": {f: d["psi"] for f, d in ready.items()},
+                "level": {f: d["psi_level"] for f, d in ready.items() if "psi_level" in d},
+                "winrates": info.get("winrates", {}),
+            }
         )
 
 

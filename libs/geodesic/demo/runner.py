@@ -22,7 +22,7 @@ from geodesic.contracts.model_registry import ENV_MODEL_REGISTRY
 from geodesic.contracts.services import FEATURE, RISK_SUPERVISOR
 from geodesic.demo.collect import http_json
 from geodesic.demo.config import DemoSettings
-from geodesic.demo.demo_report import build_summary, write_report
+from geodesic.demo.demo_report import build_summary, refresh_report, write_report
 from geodesic.demo.live import (
     ACTIVE,
     CANDIDATE,
@@ -58,6 +58,7 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> int:
     stack = EmbeddedStack(run_root=s.run_root, use_env=False)
     stages = Stages(console, log_hint=f"{stack.run_dir}/*.log")
     running = contextlib.ExitStack()  # stops what was started, last first
+    page: Path | None = None
     try:
         with stages.stage("start embedded broker and Redis") as rec:
             running.callback(stack.stop)
@@ -92,7 +93,13 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> int:
             try:
                 verify(stages, summary, live)
             finally:
-                page = write_report(summary, live.seen, live.replay.psi_series, s.out_dir)
+                page = write_report(
+                    summary,
+                    live.seen,
+                    live.replay.psi_series,
+                    s.out_dir,
+                    calendar=window.calendar(),
+                )
             rec["detail"] = str(page)
         print_summary(console, s, summary)
         return 0
@@ -105,6 +112,8 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> int:
     finally:
         with stages.stage("stop everything"):
             running.close()
+        if page is not None:  # the report's own stage (and the stop) finished after it
+            refresh_report(page.parent, stages.records)
 
 
 def plan_replay(settings: DemoSettings) -> ReplayWindow:

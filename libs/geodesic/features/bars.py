@@ -136,9 +136,6 @@ class BarBuilder:
         self._open: dict[str, _OpenBar] = {}
         self._last_closed: dict[str, int] = {}
 
-    def bar_index_of(self, ts_ns: int) -> int:
-        return ts_ns // self.bar_ns
-
     def on_tick(self, tick: Tick, now_ns: int) -> TickResult:
         """Add a tick; returns the bar it closed (stamped ``emitted_ts_ns=now_ns``), if any."""
         self.stats.ticks += 1

@@ -93,8 +93,6 @@ log = logging.getLogger(__name__)
 LEVELS = (0, 1, 2, 3)
 ABLATION = ("lorentz_rerank", "hnsw_order", "exact_lorentz")
 BASELINES = ("logistic", "momentum", "prior", "euclidean_knn")
-#: The forecasters of the honest sections: the model (degrade level 0) and the baselines.
-HONEST = ("analog", *BASELINES)
 
 
 class LeakageError(RuntimeError):
@@ -374,10 +372,6 @@ def _score_of(p: Predictions) -> NDArray[np.float64]:
     return p.prob if p.score is None else p.score
 
 
-def _opt(x: float) -> float | None:
-    return float(x) if np.isfinite(x) else None
-
-
 def _trading(ts: st.TradingSeries, cfg: TrainConfig) -> TradingMetrics:
     net = ts.net_bp(cfg.data.cost_bp)
     return TradingMetrics(
@@ -414,7 +408,7 @@ def honest_section(
     orientation: list[str] | None = None,
     extra_trials: dict[str, Predictions] | None = None,
 ) -> EvaluationSection:
-    """The honest figures of ``preds`` (keys: HONEST) over samples split into ``groups``."""
+    """The honest figures of ``preds`` ("analog" and BASELINES) over samples in ``groups``."""
     y, lab = ev.y, ev.labeled
     blocks = st.block_ids(ev.times, groups, cfg.block_bars)
     scores = {n: _score_of(p) for n, p in preds.items()}

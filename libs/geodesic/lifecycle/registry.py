@@ -36,7 +36,8 @@ from geodesic.lifecycle.signing import (
     canonical_json,
     resolve_signing_key,
 )
-from lorentzcore.model import MODEL_ID_PATTERN, AnalogModel, is_model_id
+from lorentzcore.model import AnalogModel
+from lorentzcore.model_id import MODEL_ID_PATTERN, is_model_id
 
 __all__ = [
     "MANIFEST_FILE",

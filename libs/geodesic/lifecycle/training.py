@@ -49,7 +49,8 @@ from geodesic.lifecycle.evaluation import (
     shrink_exclude_bars,
     walk_forward_holdout,
 )
-from geodesic.lifecycle.gates import GateResult, offline_gates
+from geodesic.lifecycle.model_card import MODEL_CARD, render_model_card
+from geodesic.lifecycle.offline_gates import GateResult, offline_gates
 from geodesic.lifecycle.offline_report import (
     DatasetSummary,
     EvaluationSection,
@@ -374,7 +375,10 @@ def train(
         gates = offline_gates(report, thresholds)
         report = _with_gates(report, gates)
         fields = manifest_fields(model, cfg, report, thresholds, certification)
-        sign_model_dir(staging, fields, key)
+        # the card is one of the signed files: it cannot drift from the model it describes
+        card = render_model_card(report, fields)
+        (staging / MODEL_CARD).write_text(card)
+        sign_model_dir(staging, {**fields, "model_card": MODEL_CARD}, key)
         model_dir = publish(staging, registry_root, model_id, key)
     except BaseException:
         discard(staging)
@@ -382,6 +386,7 @@ def train(
     total = time.perf_counter() - t0
     report = report.model_copy(update={"seconds": {**report.seconds, "total": total}})
     paths = write_report(report, out)
+    (out / MODEL_CARD).write_text(card)
     log.info("registered %s in %.1fs (gates %s)", model_id, total, [str(g) for g in gates])
     return TrainResult(model_id, model_dir, report, paths, gates, cert, total)
 

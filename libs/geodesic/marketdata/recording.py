@@ -110,7 +110,6 @@ class _Recorder(Generic[C]):
     """Dedup by (symbol, bar_index), first wins; subclasses say what fits and how to write."""
 
     kind: ClassVar[RecordKind]
-    model: ClassVar[type[Bar] | type[FeatureVector]]
     #: Processing-time fields: they differ between re-emissions of the same event.
     processing_fields: ClassVar[frozenset[str]]
 
@@ -146,12 +145,12 @@ class _Recorder(Generic[C]):
             self.stats.rejected["empty"] += 1
             return False
         try:
-            item = self.model.model_validate_json(raw)
+            item = self._parse(raw)
         except ValidationError:
             self.stats.received += 1
             self.stats.rejected["invalid"] += 1
             return False
-        return self.add(item)  # type: ignore[arg-type]
+        return self.add(item)
 
     def items(self) -> list[C]:
         """Kept records sorted by (symbol, bar_index)."""
@@ -186,6 +185,10 @@ class _Recorder(Generic[C]):
     def _columns(self, items: list[C]) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
+    def _parse(self, raw: bytes | str) -> C:
+        """The record's contract model (raises ValidationError)."""
+        raise NotImplementedError
+
 
 class BarRecorder(_Recorder[Bar]):
     """Closed bars of one ``bar_seconds`` (bar_index means nothing across bar lengths).
@@ -195,12 +198,14 @@ class BarRecorder(_Recorder[Bar]):
     """
 
     kind = "bars"
-    model = Bar
     processing_fields = frozenset({"emitted_ts_ns"})
 
     def __init__(self, bar_seconds: int | None = None) -> None:
         super().__init__()
         self.bar_seconds = bar_seconds
+
+    def _parse(self, raw: bytes | str) -> Bar:
+        return Bar.model_validate_json(raw)
 
     def _misfit(self, item: Bar) -> str | None:
         if self.bar_seconds is None:
@@ -224,13 +229,15 @@ class FeatureRecorder(_Recorder[FeatureVector]):
     """
 
     kind = "features"
-    model = FeatureVector
     processing_fields = frozenset({"hops"})
 
     def __init__(self, schema_hash: str | None = None) -> None:
         super().__init__()
         self.schema_hash = schema_hash
         self.n_features: int | None = None
+
+    def _parse(self, raw: bytes | str) -> FeatureVector:
+        return FeatureVector.model_validate_json(raw)
 
     def _misfit(self, item: FeatureVector) -> str | None:
         if self.schema_hash is None:

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -62,6 +64,18 @@ class SetTradingState:
 Action = Rollback | SetTradingState
 
 
+class DriftReferenceLike(Protocol):
+    """What a drift monitor needs of lifecycle.drift.DriftReference (the risk package does
+    not depend on the training lifecycle)."""
+
+    @property
+    def doc(self) -> Mapping[str, Any]: ...
+
+    def incremental_psi(self, name: str, *, window: int | None = None) -> IncrementalPSI: ...
+
+    def incremental_ks(self, name: str, *, window: int | None = None) -> IncrementalKS: ...
+
+
 @dataclass
 class DriftMonitor:
     """Windowed PSI/KS per feature against one model's drift reference."""
@@ -75,17 +89,21 @@ class DriftMonitor:
     lookback: dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def from_reference(cls, model_id: str, ref: object, window: int = 500) -> DriftMonitor:
+    def from_reference(
+        cls, model_id: str, ref: DriftReferenceLike, window: int = 500
+    ) -> DriftMonitor:
         """Monitors for the model features of a lifecycle.drift.DriftReference."""
-        names = list(ref.doc["feature_names"])  # type: ignore[attr-defined]
+        doc = ref.doc
+        names = list(doc["feature_names"])
+        features = doc["features"]
         return cls(
             model_id=model_id,
             names=names,
-            psi={n: ref.incremental_psi(n, window=window) for n in names},  # type: ignore[attr-defined]
-            ks={n: ref.incremental_ks(n, window=window) for n in names},  # type: ignore[attr-defined]
-            ref_n={n: int(ref.doc["features"][n]["n"]) for n in names},  # type: ignore[attr-defined]
-            lookback={n: int(ref.doc["features"][n].get("lookback_bars", 1)) for n in names},  # type: ignore[attr-defined]
-            bins=int(ref.doc["psi_bins"]),  # type: ignore[attr-defined]
+            psi={n: ref.incremental_psi(n, window=window) for n in names},
+            ks={n: ref.incremental_ks(n, window=window) for n in names},
+            ref_n={n: int(features[n]["n"]) for n in names},
+            lookback={n: int(features[n].get("lookback_bars", 1)) for n in names},
+            bins=int(doc["psi_bins"]),
         )
 
     def update(self, values: list[float]) -> None:

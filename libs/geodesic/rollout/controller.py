@@ -63,8 +63,21 @@ _STATUS_CODE = {Status.GREEN: 1, Status.INCONCLUSIVE: 0, Status.RED: -1}
 
 
 class RolloutMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
+    """The ramp's own gauges; its rollbacks count in the supervisor's rollback_total and
+    mode_switch_total (pass them in), so RollbackHappened fires for an abort too."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        *,
+        rollbacks: Counter | None = None,
+        mode_switches: Counter | None = None,
+    ) -> None:
         r = registry
+        self.rollbacks = rollbacks or Counter("rollback_total", "automatic rollbacks", registry=r)
+        self.mode_switches = mode_switches or Counter(
+            "mode_switch_total", "mode switches", registry=r
+        )
         self.phase = Gauge("rollout_phase", "1 for the ramp's current phase", ["phase"], registry=r)
         self.step = Gauge("rollout_step", "current ramp step, 1-based (0: none)", registry=r)
         self.weight = Gauge("rollout_weight", "candidate traffic fraction intended", registry=r)
@@ -331,6 +344,8 @@ class RolloutController:
                 await self.plane.record_mode_switch(
                     actor=who, reason=action.reason, before="canary", after="disabled"
                 )
+                self.metrics.rollbacks.inc()
+                self.metrics.mode_switches.inc()
         elif isinstance(action, Promote):
             await self.plane.promote(
                 action.candidate, actor=who, reason="rollout plan: every step green"
@@ -349,6 +364,8 @@ class RolloutController:
                 await self.plane.record_mode_switch(
                     actor=who, reason=action.reason, before="active", after="previous"
                 )
+                self.metrics.rollbacks.inc()
+                self.metrics.mode_switches.inc()
             else:
                 log.error("cannot roll back the promotion: no previous model or a rollout on")
 

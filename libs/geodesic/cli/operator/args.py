@@ -4,20 +4,21 @@ must stay fast, the kill switch is parsed by it)."""
 from __future__ import annotations
 
 import argparse
-import re
 import time
 from pathlib import Path
 
+from geodesic.contracts.model_registry import DEFAULT_MODEL_REGISTRY, ENV_MODEL_REGISTRY
+from lorentzcore.model_id import is_model_id
+
 ENV_REDIS_URL = "GEODESIC_REDIS_URL"
 ENV_PREFIX = "GEODESIC_REDIS_PREFIX"
-ENV_REGISTRY = "GEODESIC_MODEL_REGISTRY"
+ENV_REGISTRY = ENV_MODEL_REGISTRY
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-_MODEL_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 
 # ---- argument types --------------------------------------------------------------------
 def model_id_arg(text: str) -> str:
-    if not _MODEL_ID.fullmatch(text) or text in (".", ".."):
+    if not is_model_id(text):
         raise argparse.ArgumentTypeError(f"invalid model id {text!r}")
     return text
 
@@ -98,7 +99,7 @@ def registry_arg(p: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         help=f"model registry (default ${ENV_REGISTRY}, else the running stack's, else "
-        "models/registry)",
+        f"{DEFAULT_MODEL_REGISTRY})",
     )
 
 

@@ -23,13 +23,13 @@ from geodesic.operations.common import format_ns
 if TYPE_CHECKING:
     from types import ModuleType
 
-    from geodesic.operations.gates import GateRow
+    from geodesic.operations.promotion_gates import GateRow
 
 
 def _gates() -> ModuleType:
     """The promotion checks, imported only by commands that check a model: they pull the
     risk statistics and the feature schema, which the kill switch must not wait for."""
-    from geodesic.operations import gates
+    from geodesic.operations import promotion_gates as gates
 
     return gates
 

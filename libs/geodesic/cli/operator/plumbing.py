@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from geodesic.cli.operator.args import DEFAULT_REDIS_URL, ENV_PREFIX, ENV_REDIS_URL, ENV_REGISTRY
+from geodesic.contracts.model_registry import DEFAULT_MODEL_REGISTRY
 from geodesic.operations.common import format_ns, mask_url, scrub
 
 if TYPE_CHECKING:
@@ -80,7 +81,7 @@ def registry_of(args: argparse.Namespace) -> Path:
         return Path(env)
     stack = _up_stack()
     recorded = ((stack or {}).get("fleet") or {}).get("env", {}).get(ENV_REGISTRY)
-    return Path(recorded or "models/registry")
+    return Path(recorded) if recorded else DEFAULT_MODEL_REGISTRY
 
 
 def guard_cfg(args: argparse.Namespace) -> RolloutGuardConfig:

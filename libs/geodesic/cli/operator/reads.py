@@ -15,12 +15,12 @@ from geodesic.cli.operator.plumbing import Ctx, UsageError, err, guard_cfg, regi
 from geodesic.cli.operator.render import console, render_audit, render_gates, render_status
 from geodesic.contracts.services import RISK_SUPERVISOR, SHADOW
 from geodesic.operations.common import mask_url, scrub
-from geodesic.operations.gates import all_pass, gate_table, live_rows, model_checks
 from geodesic.operations.history import (
     describe_answer,
     filter_events,
     model_at,
 )
+from geodesic.operations.promotion_gates import all_pass, gate_table, live_rows, model_checks
 from geodesic.operations.status import build_status
 
 
