@@ -29,7 +29,7 @@ from collector.validation import (
 from geodesic.contracts.codec import encode_tick
 from geodesic.contracts.reasons import RejectReason
 from geodesic.marketdata.sequencing import SequenceTracker, SeqVerdict
-from geodesic.runtime.checkpoint import CheckpointStore
+from geodesic.runtime.checkpoint import CheckpointStore, saved_position
 from geodesic.runtime.deadletters import DeadLetterSink
 from geodesic.runtime.pipeline import Output
 
@@ -88,7 +88,7 @@ class CollectorProcessor:
                 offset, state = saved
                 tracker.restore(state)
                 seeks[tp] = offset
-                self._saved[tp] = _stored(offset)
+                self._saved[tp] = saved_position(offset)
             else:
                 self._saved.pop(tp, None)
             self._changed.discard(tp)
@@ -112,14 +112,21 @@ class CollectorProcessor:
         entries = {
             tp: (o, self.trackers[tp].snapshot())
             for tp, o in positions.items()
-            if tp in self.trackers and (tp in self._changed or self._saved.get(tp) != _stored(o))
+            if tp in self.trackers
+            and (tp in self._changed or self._saved.get(tp) != saved_position(o))
         }
         # the operator CLI warns about a kill switch for an unseen symbol
-        seen: dict[FieldT, EncodableT] = {k: v for k, v in self.seen.items()}
-        await self.checkpoints.save_many(entries, hashes={self.checkpoints.keys.seen_symbols: seen})
-        self.seen = {}
+        seen, self.seen = self.seen, {}
+        fields: dict[FieldT, EncodableT] = {k: v for k, v in seen.items()}
+        try:
+            await self.checkpoints.save_many(
+                entries, hashes={self.checkpoints.keys.seen_symbols: fields}
+            )
+        except BaseException:
+            self.seen = {**seen, **self.seen}  # written with the next checkpoint
+            raise
         for tp, (offset, _state) in entries.items():
-            self._saved[tp] = _stored(offset)
+            self._saved[tp] = saved_position(offset)
             self._changed.discard(tp)
         self.metrics.tracked_keys.set(sum(len(t) for t in self.trackers.values()))
 
@@ -207,9 +214,3 @@ class CollectorProcessor:
             partition=tp.partition,
             offset=offset,
         )
-
-
-def _stored(offset: int) -> tuple[int, str | None]:
-    """What a checkpoint records of a position: the offset and the fingerprint of the
-    record before it (geodesic.runtime.pipeline.Position)."""
-    return int(offset), getattr(offset, "fingerprint", None)

@@ -28,7 +28,7 @@ from geodesic.contracts.reasons import RejectReason
 from geodesic.features import BarBuilder, FeatureEngine
 from geodesic.features.bars import PriceSource
 from geodesic.marketdata.sequencing import SequenceTracker
-from geodesic.runtime.checkpoint import CheckpointStore
+from geodesic.runtime.checkpoint import CheckpointStore, saved_position
 from geodesic.runtime.deadletters import DeadLetterSink
 from geodesic.runtime.pipeline import Output
 
@@ -121,7 +121,7 @@ class FeatureProcessor:
                 st.last_event_ns = int(state.get("last_event_ns", 0))
                 st.last_wall_ns = self.clock()
                 seeks[tp] = offset
-                self._saved[tp] = _stored(offset)
+                self._saved[tp] = saved_position(offset)
             else:
                 self._saved.pop(tp, None)
             self._changed.discard(tp)
@@ -142,7 +142,7 @@ class FeatureProcessor:
             st = self.parts.get(tp)
             if st is None:
                 continue
-            if tp not in self._changed and self._saved.get(tp) == _stored(offset):
+            if tp not in self._changed and self._saved.get(tp) == saved_position(offset):
                 continue  # Redis already holds exactly this state at this offset
             entries[tp] = (
                 offset,
@@ -155,7 +155,7 @@ class FeatureProcessor:
             )
         await self.checkpoints.save_many(entries)
         for tp, (offset, _state) in entries.items():
-            self._saved[tp] = _stored(offset)
+            self._saved[tp] = saved_position(offset)
             self._changed.discard(tp)
 
     async def process(self, tp: TopicPartition, records: Sequence[ConsumerRecord]) -> list[Output]:
@@ -253,9 +253,3 @@ class FeatureProcessor:
         for st in self.parts.values():
             progress.update(st.engine.warmup_progress())
         return progress
-
-
-def _stored(offset: int) -> tuple[int, str | None]:
-    """What a checkpoint records of a position: the offset and the fingerprint of the
-    record before it (geodesic.runtime.pipeline.Position)."""
-    return int(offset), getattr(offset, "fingerprint", None)

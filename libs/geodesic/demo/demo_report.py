@@ -14,17 +14,17 @@ import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 from geodesic.demo.collect import HOPS, Observed
 
@@ -124,6 +124,22 @@ def build_summary(
 # ---- charts ------------------------------------------------------------------------------
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # matplotlib's default date epoch (date.epoch)
+
+
+def _date_num(t: datetime) -> float:
+    """matplotlib's date number: days since its epoch."""
+    return (t - _EPOCH).total_seconds() / 86400.0
+
+
+def _date_format(fmt: str) -> FuncFormatter:
+    """Date tick labels (matplotlib.dates carries no type hints: mypy --strict)."""
+    # to the nearest second: a tick at 12.9999 s must read 13
+    return FuncFormatter(
+        lambda x, _pos: (_EPOCH + timedelta(seconds=round(float(x) * 86400.0))).strftime(fmt)
+    )
+
+
 def _save(fig: Figure, path: Path) -> str:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
@@ -158,11 +174,14 @@ def _price_chart(seen: Observed, calendar: Mapping[str, BarCalendar], out: Path)
         ax.set_title(f"{sym}: daily closes replayed as 1-second bars, with tradable signals")
         ax.set_ylabel(f"{sym} close (index points)")
         if cal is not None:
-            ax.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m-%d"))
+            ax.xaxis.set_major_formatter(_date_format("%Y-%m-%d"))
             ax.set_xlabel("trading day (historical date of the replayed bar)")
         else:
             ax.set_xlabel("bar index")
-        ax.legend(loc="best", fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="best", fontsize=8)
+        else:
+            ax.text(0.01, 0.95, "no tradable long/short signal", transform=ax.transAxes, va="top")
     return _save(fig, out / "price_signals.png")
 
 
@@ -177,6 +196,16 @@ def _winrate_chart(seen: Observed, out: Path) -> str:
                 else np.cumsum(wins) / np.arange(1, len(wins) + 1)
             )
             ax.plot(w, label=f"{route} (n={len(wins)})", color=color)
+    if not ax.lines:
+        flat = sum(1 for o in seen.outcomes if o.win is None)
+        ax.text(
+            0.5,
+            0.6,
+            f"no directional outcome to plot: {flat} of {len(seen.outcomes)} outcomes are of "
+            "flat signals (no position)",
+            ha="center",
+            transform=ax.transAxes,
+        )
     ax.axhline(0.5, color="grey", lw=0.8, ls="--", label="coin flip (0.5)")
     ax.set_title("win rate per route (rolling 50 outcomes, net of cost)")
     ax.set_xlabel("outcomes labelled on the route")
@@ -229,13 +258,16 @@ def _latency_chart(seen: Observed, out: Path) -> str:
     for ax, hop in zip(axes.flat, HOPS, strict=True):
         vals = np.asarray(seen.latencies[hop], float)
         ax.set_title(hop, fontsize=9)
-        ax.set_xlabel("ms", fontsize=8)
+        ax.set_xlabel("ms (log scale)", fontsize=8)
         if not vals.size:
             ax.text(0.5, 0.5, "no samples", ha="center", transform=ax.transAxes)
             continue
         p50, p99 = np.percentile(vals, [50, 99])
-        top = float(np.percentile(vals, 99.5))  # a far tail would squash the histogram
-        ax.hist(np.clip(vals, None, top), bins=40, color="tab:blue", alpha=0.8)
+        # log-spaced bins: the body (ms) and the tail (s, during replay bursts) both show
+        lo = max(float(vals.min()), 1e-3)
+        hi = max(float(vals.max()), lo * 10)
+        ax.hist(np.clip(vals, lo, None), bins=np.geomspace(lo, hi, 40), color="tab:blue", alpha=0.8)
+        ax.set_xscale("log")
         for v, name, color in ((p50, "p50", "green"), (p99, "p99", "red")):
             ax.axvline(v, color=color, ls="--", lw=1.2, label=f"{name} {v:.2f} ms")
         ax.set_ylabel("signals", fontsize=8)
@@ -249,12 +281,12 @@ def _timeline_chart(seen: Observed, out: Path) -> str:
         kinds = sorted({e.kind for e in seen.control})
         for e in seen.control:
             ax.scatter(
-                mdates.date2num(datetime.fromtimestamp(e.ts_ns / 1e9, UTC)),
+                _date_num(datetime.fromtimestamp(e.ts_ns / 1e9, UTC)),
                 kinds.index(e.kind),
                 color="tab:red" if e.kind in ("ROLLBACK", "MODE_SWITCH") else "tab:grey",
             )
         ax.set_yticks(range(len(kinds)), kinds, fontsize=8)
-        ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S"))
+        ax.xaxis.set_major_formatter(_date_format("%H:%M:%S"))
         ax.set_xlabel("time (UTC)")
     ax.set_title("control events (MODE_SWITCH / ROLLBACK in red)")
     return _save(fig, out / "timeline.png")
@@ -267,7 +299,10 @@ def _ramp_chart(ramps: Sequence[Mapping[str, Any]], out: Path) -> str | None:
         return None
     fig, ax = plt.subplots(figsize=(10, 3.2))
     t0 = min(int(r["timeline"][0]["ts_ns"]) for r in rows)
-    for r, color in zip(rows, ("tab:green", "tab:red", "tab:blue", "tab:purple"), strict=False):
+    for r in rows:
+        color = {"PROMOTED": "tab:green", "ABORTED": "tab:red", "ROLLED_BACK": "tab:red"}.get(
+            str(r["outcome"]).split()[0], "tab:blue"
+        )
         tl = r["timeline"]
         xs = [(int(e["ts_ns"]) - t0) / 1e9 for e in tl]
         ys = [float(e["weight"]) * 100 for e in tl]
@@ -391,12 +426,24 @@ def _sides(per_side: Mapping[str, int]) -> str:
 
 
 def _traffic(summary: Mapping[str, Any]) -> str:
-    exp = (summary.get("injected") or {}).get("expected", {})
+    """Collector counts against what was sent: the replay's injected faults, plus the
+    clean ticks of the drift continuation and the ramps."""
+    exp = dict((summary.get("injected") or {}).get("expected", {}))
+    clean = int(summary.get("drift_injection_ticks") or 0) + int(summary.get("ramp_ticks") or 0)
+    for k in ("received", "accepted"):
+        if k in exp:
+            exp[k] += clean
     rows = [
-        {"count": k, "observed": summary.get(k), "expected from the injected faults": exp.get(k)}
+        {"count": k, "observed": summary.get(k), "expected": exp.get(k)}
         for k in ("received", "accepted", "duplicates", "dlq")
     ]
-    return _rows_table(rows)
+    note = (
+        f"<p>expected: the replay's injected duplicates and malformed ticks, plus {clean:,} "
+        "clean ticks (drift continuation and ramp traffic)</p>"
+        if clean
+        else ""
+    )
+    return _rows_table(rows) + note
 
 
 def _latency(summary: Mapping[str, Any]) -> str:
@@ -408,7 +455,7 @@ def _latency(summary: Mapping[str, Any]) -> str:
 
 
 def _ramps(summary: Mapping[str, Any]) -> str:
-    out = []
+    out = [f"<p>{_esc(summary['ramp_note'])}</p>"] if summary.get("ramp_note") else []
     for r in summary.get("ramps", []):
         steps = " → ".join(f"{f:.0%}" for f in r.get("steps", []))
         out.append(
@@ -425,6 +472,8 @@ def _ramps(summary: Mapping[str, Any]) -> str:
             for e in r.get("timeline", [])
         ]
         out.append(_rows_table(tl) if tl else "<p>no transitions recorded</p>")
+        # the last analysis window of each step: the one that advanced, paused or ended it
+        last_per_state = {w["state"]: w for w in r.get("windows", [])}
         windows = [
             {
                 "time": utc(w["ts_ns"]),
@@ -436,11 +485,14 @@ def _ramps(summary: Mapping[str, Any]) -> str:
                 "samples": f"{c.get('samples', 0)} / {c.get('needed', 0)}",
                 "detail": c.get("detail", ""),
             }
-            for w in r.get("windows", [])
+            for w in last_per_state.values()
             for c in w.get("checks", [])
         ]
         if windows:
-            out.append("<h4>Checks at each decision (value against threshold)</h4>")
+            out.append(
+                "<h4>Checks at the last analysis window of each step (value against threshold;"
+                " samples against those needed)</h4>"
+            )
             out.append(_rows_table(windows))
     return "".join(out)
 
@@ -456,7 +508,7 @@ table table td,table table th{font-size:12px;padding:1px 6px}
 .ok{background:#e6f4ea;border:1px solid #34a853}.bad{background:#fce8e6;border:1px solid #d93025}
 .verdict{font-size:20px;font-weight:700} .status-ok{color:#188038;font-weight:600}
 .status-failed{color:#d93025;font-weight:700} .status-running{color:#b06000}
-img{max-width:100%;border:1px solid #ddd}
+img{max-width:100%;border:1px solid #ddd} tbody td:first-child{white-space:nowrap}
 """
 
 #: summary keys shown in their own sections (everything else goes under "Details")

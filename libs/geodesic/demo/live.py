@@ -24,6 +24,7 @@ from geodesic.control import ControlPlane, ControlSnapshot, Rollout
 from geodesic.demo.collect import HOPS, Observed, Observer, http_json, metric_values
 from geodesic.demo.config import DemoSettings
 from geodesic.demo.demo_report import BarCalendar, percentiles
+from geodesic.demo.ramps import RampsOutcome, run_ramps
 from geodesic.demo.stages import Stages
 from geodesic.features import WARMUP_BARS
 from geodesic.lifecycle.registry import demo_promotion_reason
@@ -45,6 +46,8 @@ __all__ = ["ACTIVE", "CANDIDATE", "LiveOutcome", "ReplayWindow", "ServicePorts",
 RAW_TICKS = COLLECTOR.topic("in", "Tick")
 ACTIVE, CANDIDATE = "demo-active", "demo-candidate"
 NS_PER_SECOND = 1_000_000_000
+#: bars of the synthetic drift continuation (replayed only when the real data did not drift)
+DRIFT_BARS = 300
 
 
 @dataclass(frozen=True)
@@ -170,10 +173,15 @@ class LiveOutcome:
     seen: Observed
     replay: ReplayOutcome
     rollback: RollbackOutcome
+    ramps: RampsOutcome
 
     @property
     def ticks_sent(self) -> int:
-        return self.replay.ticks_sent + (self.rollback.drift_injection_ticks or 0)
+        return (
+            self.replay.ticks_sent
+            + (self.rollback.drift_injection_ticks or 0)
+            + self.ramps.ticks_sent
+        )
 
     def extra(self) -> dict[str, Any]:
         """Report fields beyond what the observer saw."""
@@ -186,6 +194,10 @@ class LiveOutcome:
         out["rollback_trigger"] = self.rollback.trigger
         out["rollback_after_first_signal_s"] = self.rollback.after_first_signal_s
         out["rollback_reason"] = self.rollback.reason
+        out["ramp_ticks"] = self.ramps.ticks_sent
+        out["ramp_plan"] = self.ramps.plan
+        out["ramp_note"] = self.ramps.note
+        out["ramps"] = [r.as_report() for r in self.ramps.records]
         return out
 
 
@@ -197,8 +209,10 @@ async def live_phase(
     ports: ServicePorts,
     registry: Path,
     window: ReplayWindow,
+    fleet: Fleet,
 ) -> LiveOutcome:
-    """Promote, replay, drain and wait for the guards, watched by an executor's consumer."""
+    """Promote, replay, drain, wait for the guards, then ramp two candidates (one broken)
+    automatically, watched by an executor's consumer."""
     redis = aioredis.from_url(redis_url)
     observer = Observer(kafka)
     await observer.start()
@@ -234,10 +248,33 @@ async def live_phase(
         with stages.stage("guards: automatic rollback of the candidate") as rec:
             rollback = await await_rollback(ctx, window)
             rec["detail"] = f"trigger: {rollback.trigger}; reason: {rollback.reason[:120]}"
+        with stages.stage("automatic ramps: a broken candidate aborted, a good one to full") as rec:
+            ramps = await run_ramps(
+                plane=ctx.plane,
+                fleet=fleet,
+                kafka=kafka,
+                raw_topic=RAW_TICKS,
+                registry=registry,
+                series=window.series,
+                candidate=CANDIDATE,
+                after_ns=window.t0_ns + (window.n_bars + DRIFT_BARS) * NS_PER_SECOND,
+                seed=settings.seed,
+                check=stages.check,
+            )
+            rec["detail"] = "; ".join(f"{r.candidate}: {r.outcome}" for r in ramps.records)
+            total = replayed.ticks_sent + (rollback.drift_injection_ticks or 0) + ramps.ticks_sent
+            await _wait(lambda: _received(ports) >= total, 60)
     finally:
         await observer.stop()
         await redis.aclose()
-    return LiveOutcome(seen=ctx.seen, replay=replayed, rollback=rollback)
+    return LiveOutcome(seen=ctx.seen, replay=replayed, rollback=rollback, ramps=ramps)
+
+
+def _received(ports: ServicePorts) -> int:
+    """Ticks the collector has read so far (0 while it does not answer)."""
+    with contextlib.suppress(Exception):
+        return int(http_json(ports.collector, "/info").get("counts", {}).get("received", 0))
+    return 0
 
 
 async def promote_and_canary(ctx: LiveContext) -> None:
@@ -499,7 +536,7 @@ async def inject_drift(ctx: LiveContext, window: ReplayWindow) -> int:
     for i, ser in enumerate(window.series.values()):
         wild, _ = generate_market(
             SyntheticConfig(
-                n_bars=300,
+                n_bars=DRIFT_BARS,
                 seed=100 + i,
                 sigma=0.05,
                 high_vol_mult=1.0,

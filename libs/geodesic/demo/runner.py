@@ -31,6 +31,7 @@ from geodesic.demo.live import (
     ServicePorts,
     live_phase,
 )
+from geodesic.demo.ramps import RAMP_BARS
 from geodesic.demo.stages import StageFailedError, Stages
 from geodesic.features import WARMUP_BARS
 from geodesic.lifecycle.config import DatasetConfig, TrainConfig
@@ -77,7 +78,9 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> int:
             rec["detail"] = ", ".join(f"{n}:{d['http_port']}" for n, d in fleet.describe().items())
         ports = ServicePorts.of(fleet)
         live = asyncio.run(
-            live_phase(s, stages, stack.kafka_settings, info.redis_url, ports, registry, window)
+            live_phase(
+                s, stages, stack.kafka_settings, info.redis_url, ports, registry, window, fleet
+            )
         )
         with stages.stage("write the report") as rec:
             collector = http_json(ports.collector, "/info")
@@ -128,7 +131,9 @@ def plan_replay(settings: DemoSettings) -> ReplayWindow:
         replay[name] = ser.take(slice(k - (WARMUP_BARS - 1), e))
         n_train = k - (WARMUP_BARS - 1)
     n_bars = len(next(iter(replay.values())))
-    t0_ns = backfill_start_ns(time.time_ns(), 1, n_bars + 400)
+    # room after the replay for the drift continuation and the ramps' traffic, all in
+    # the past when published (the collector refuses ticks from the future)
+    t0_ns = backfill_start_ns(time.time_ns(), 1, n_bars + 400 + RAMP_BARS)
     return ReplayWindow(series=replay, n_train=n_train, t0_ns=t0_ns)
 
 
@@ -191,7 +196,7 @@ def verify(stages: Stages, summary: dict[str, Any], live: LiveOutcome) -> None:
     if live.rollback.drift_injection_ticks is None:
         check(
             "report",
-            summary["accepted"] == exp["accepted"]
+            summary["accepted"] == exp["accepted"] + live.ramps.ticks_sent
             and summary["dlq"] == exp["dlq"]
             and summary["duplicates"] == exp["duplicates"],
             f"collector counts {summary} != injected {dict(exp)}",

@@ -93,3 +93,9 @@ class CheckpointStore:
 
 def _fingerprint(offset: int) -> str | None:
     return getattr(offset, "fingerprint", None)
+
+
+def saved_position(offset: int) -> tuple[int, str | None]:
+    """What a checkpoint records of a position, for comparing one with the last saved:
+    the offset and the fingerprint of the record before it."""
+    return int(offset), _fingerprint(offset)
