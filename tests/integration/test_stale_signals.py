@@ -104,6 +104,8 @@ async def test_scorer_killed_mid_stream_then_restarted_emits_no_tradable_signal_
     assert len(stale) >= 10
     assert all(not s.tradable and "stale_input" in s.reasons for s in stale)
     assert not [s for s in signals if s.tradable and s.decision_age_ms > BOUND_MS]  # type: ignore[operator]
-    # fresh signals still trade, and a tradable signal never carries a blocking reason
-    assert any(s.tradable for s in signals)
-    assert all(not BLOCKING_REASONS.intersection(s.reasons) for s in signals if s.tradable)
+    # stale_input exactly past the bound, and tradable exactly when nothing blocks: a fresh
+    # signal trades unless something else (abstain, a halt) says no
+    for s in signals:
+        assert ("stale_input" in s.reasons) == (s.decision_age_ms > BOUND_MS)  # type: ignore[operator]
+        assert s.tradable == (not BLOCKING_REASONS.intersection(s.reasons))
