@@ -73,7 +73,9 @@ async def env(tmp_path_factory: pytest.TempPathFactory, run_root: Path) -> Async
     await plane.promote(MODEL, actor="test", reason="fault tests")
     await plane.set_slot("shadow", MODEL, actor="test", reason="parity shadow")
     await client.aclose()
-    fleet = Fleet(stack.run_dir, {**info.env(), **fleet_env_vars(registry)})
+    # exactly-once where the broker allows it, so the kill tests below can show it
+    eos = {"GEODESIC_KAFKA_EXACTLY_ONCE": "true"} if stack.broker == "kafka" else {}
+    fleet = Fleet(stack.run_dir, {**info.env(), **fleet_env_vars(registry), **eos})
     try:
         fleet.start_all()
         await asyncio.to_thread(fleet.wait_healthy, 90)

@@ -109,9 +109,9 @@ class KafkaSettings(BaseSettings):
     enable_auto_commit: bool = False
     auto_commit_interval_ms: int = Field(default=1000, gt=0)
 
-    # Exactly-once consume-process-produce (transactions, read_committed consumers): on by
-    # default on Kafka, impossible on Tansu (it refuses transactional producers).
-    exactly_once: bool | None = None
+    # Exactly-once consume-process-produce (one transaction per batch): opt-in on Kafka
+    # (docs/broker-notes.md: what it costs), impossible on Tansu (no transactions).
+    exactly_once: bool = False
     transaction_timeout_ms: int = Field(default=10000, gt=0)
 
     # Producer (acks is always "all"; idempotent on Kafka, refused by Tansu).
@@ -158,15 +158,13 @@ class KafkaSettings(BaseSettings):
         if self.exactly_once and self.broker_flavor == "tansu":
             raise ValueError(
                 "exactly_once needs transactions, which Tansu refuses: use Apache Kafka "
-                "(broker_flavor=kafka) or leave exactly_once unset (at-least-once)"
+                "(broker_flavor=kafka) or leave exactly_once off (at-least-once)"
             )
         return self
 
     @property
     def transactional(self) -> bool:
-        """Whether services run each batch as a transaction (default: on Kafka)."""
-        if self.exactly_once is None:
-            return self.broker_flavor == "kafka"
+        """Whether services run each batch as a transaction (GEODESIC_KAFKA_EXACTLY_ONCE)."""
         return self.exactly_once
 
     @property
