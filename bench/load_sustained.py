@@ -40,9 +40,12 @@ import numpy as np
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from geodesic.contracts import ScoredSignal, Tick
+from geodesic.contracts import ScoredSignal, Tick, load_topics
+from geodesic.contracts.model_registry import ENV_MODEL_REGISTRY
+from geodesic.contracts.services import COLLECTOR, FEATURE, SCORER, SERVICES
 from geodesic.control import ControlPlane
 from geodesic.features import WARMUP_BARS
+from geodesic.lifecycle.bootstrap import ensure_model
 from geodesic.runtime.kafka import (
     KafkaSettings,
     make_consumer,
@@ -51,19 +54,16 @@ from geodesic.runtime.kafka import (
     true_end_offsets,
 )
 from geodesic.stack import EmbeddedStack
-from geodesic.stack.bootstrap import ensure_model
 from geodesic.stack.fleet import Fleet
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 #: service -> (consumer group, input topics)
 GROUPS = {
-    "collector": ("geodesic-collector", ["md.ticks.raw"]),
-    "feature": ("geodesic-feature", ["md.ticks"]),
-    "scorer": ("geodesic-scorer", ["features.v1"]),
-    "shadow": ("geodesic-shadow", ["features.v1", "signals.scored"]),
-    "risk-supervisor": ("geodesic-risk-supervisor", ["signals.scored", "md.bars", "features.v1"]),
+    spec.name: (spec.group_id, [t.name for t in spec.topics("in")]) for spec in SERVICES.values()
 }
-PARTITIONS = 4  # libs/geodesic/contracts/topics.yaml
+RAW_TICKS = COLLECTOR.topic("in", "Tick")
+SIGNALS = SCORER.topic("out", "ScoredSignal")
+PARTITIONS = load_topics()[RAW_TICKS].partitions
 WINDOW_S = 30  # latency percentiles are also reported per window of this many seconds
 HOPS = ("collector", "to_feature", "feature", "to_scorer", "scorer", "to_executor")
 
@@ -142,7 +142,7 @@ class Bench:
         )
 
     async def read_signals(self) -> None:
-        consumer = make_consumer(self.kafka, topics=["signals.scored"], group_id="bench-executor")
+        consumer = make_consumer(self.kafka, topics=[SIGNALS], group_id="bench-executor")
         await consumer.start()
         try:
             while True:
@@ -164,7 +164,7 @@ class Bench:
             for sym in self.symbols:
                 for j in range(4):
                     t = self.tick(sym, (first + b) * bar_ns + j * bar_ns // 4)
-                    futs.append(await producer.send("md.ticks.raw", t.to_bytes(), key=sym.encode()))
+                    futs.append(await producer.send(RAW_TICKS, t.to_bytes(), key=sym.encode()))
         await asyncio.gather(*futs)
         self.sent_total += len(futs)
         deadline = time.monotonic() + 120
@@ -231,7 +231,7 @@ class Bench:
             while phase.sent < due:
                 sym = self.symbols[phase.sent % len(self.symbols)]
                 t = self.tick(sym, time.time_ns())
-                pending.append(await producer.send("md.ticks.raw", t.to_bytes(), key=sym.encode()))
+                pending.append(await producer.send(RAW_TICKS, t.to_bytes(), key=sym.encode()))
                 phase.sent += 1
             if len(pending) > 2000:
                 await asyncio.gather(*pending)
@@ -250,7 +250,7 @@ class Bench:
         return phase
 
     def collector_received(self) -> int:
-        return int(info(self.fleet.services["collector"].http_port)["counts"]["received"])
+        return int(info(self.fleet.services[COLLECTOR.name].http_port)["counts"]["received"])
 
     async def drain(self, timeout_s: float = 60.0) -> None:
         """Wait until every group has committed everything (the last bars closed too)."""
@@ -262,12 +262,16 @@ class Bench:
             await asyncio.sleep(0.5)
 
     async def reconcile(self) -> dict:
-        counts = info(self.fleet.services["collector"].http_port)["counts"]
+        counts = info(self.fleet.services[COLLECTOR.name].http_port)["counts"]
         bars, vectors, signals = (
             {(d["symbol"], d["bar_index"]) for d in map(json.loads, (r.value for r in recs))}
             for recs in [
                 await read_to_end(self.kafka, topic, timeout_s=120)
-                for topic in ("md.bars", "features.v1", "signals.scored")
+                for topic in (
+                    FEATURE.topic("out", "Bar"),
+                    FEATURE.topic("out", "FeatureVector"),
+                    SIGNALS,
+                )
             ]
         )
         by_symbol: dict[str, list[int]] = defaultdict(list)
@@ -432,8 +436,8 @@ def main(argv: list[str] | None = None) -> dict:
             stack.run_dir,
             {
                 **info_.env(),
-                "GEODESIC_MODEL_REGISTRY": str(registry.resolve()),
-                "GEODESIC_FEATURE_BAR_SECONDS": str(args.bar_seconds),
+                ENV_MODEL_REGISTRY: str(registry.resolve()),
+                f"{FEATURE.env_prefix}BAR_SECONDS": str(args.bar_seconds),
                 "GEODESIC_LOG_LEVEL": "WARNING",
             },
         )

@@ -23,12 +23,16 @@ import numpy as np
 import redis.asyncio as aioredis
 
 from geodesic.contracts import ScoredSignal, Tick
+from geodesic.contracts.model_registry import ENV_MODEL_REGISTRY
+from geodesic.contracts.services import COLLECTOR, FEATURE, SCORER
 from geodesic.control import ControlPlane
 from geodesic.features import WARMUP_BARS
+from geodesic.lifecycle.bootstrap import ensure_model
 from geodesic.runtime.kafka import KafkaSettings, make_consumer, make_producer
 from geodesic.stack import EmbeddedStack
-from geodesic.stack.bootstrap import ensure_model
 from geodesic.stack.fleet import Fleet
+
+RAW_TICKS = COLLECTOR.topic("in", "Tick")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -36,7 +40,9 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def drive(args: argparse.Namespace, kafka: KafkaSettings) -> dict:
-    consumer = make_consumer(kafka, topics=["signals.scored"], group_id="bench-executor")
+    consumer = make_consumer(
+        kafka, topics=[SCORER.topic("out", "ScoredSignal")], group_id="bench-executor"
+    )
     await consumer.start()
     producer = make_producer(kafka)
     await producer.start()
@@ -77,7 +83,7 @@ async def drive(args: argparse.Namespace, kafka: KafkaSettings) -> dict:
                     last=p,
                     size=1.0,
                 )
-                backfill.append(await producer.send("md.ticks.raw", t.to_bytes(), key=sym.encode()))
+                backfill.append(await producer.send(RAW_TICKS, t.to_bytes(), key=sym.encode()))
     await asyncio.gather(*backfill)
     deadline = time.monotonic() + 60
     while len(received) < len(symbols) and time.monotonic() < deadline:
@@ -105,7 +111,7 @@ async def drive(args: argparse.Namespace, kafka: KafkaSettings) -> dict:
                 last=p,
                 size=1.0,
             )
-            pending.append(await producer.send("md.ticks.raw", tick.to_bytes(), key=sym.encode()))
+            pending.append(await producer.send(RAW_TICKS, tick.to_bytes(), key=sym.encode()))
             sent += 1
         if len(pending) > 2000:
             await asyncio.gather(*pending)
@@ -177,8 +183,8 @@ def main(argv: list[str] | None = None) -> dict:
             stack.run_dir,
             {
                 **info.env(),
-                "GEODESIC_MODEL_REGISTRY": str(registry),
-                "GEODESIC_FEATURE_BAR_SECONDS": str(args.bar_seconds),
+                ENV_MODEL_REGISTRY: str(registry),
+                f"{FEATURE.env_prefix}BAR_SECONDS": str(args.bar_seconds),
                 "GEODESIC_LOG_LEVEL": "WARNING",
             },
         )

@@ -70,7 +70,9 @@ __all__ = [
 METRICS = ("l2", "lorentz_mips")
 
 
-def _lift_parts(Z: NDArray[np.floating], scale: float) -> tuple[NDArray[np.float64], NDArray]:
+def _lift_parts(
+    Z: NDArray[np.floating], scale: float
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     sz = np.asarray(Z, dtype=np.float64) * scale
     return np.sqrt(1.0 + np.einsum("ij,ij->i", sz, sz)), sz
 
@@ -295,7 +297,7 @@ class AnnIndex:
         self.fallback_count = 0
         self.set_ef(ef_search)
         self.set_k_cand(k_cand)
-        self._cleanup: weakref.finalize | None = None
+        self._cleanup: weakref.finalize[..., AnnIndex] | None = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -333,7 +335,11 @@ class AnnIndex:
         if M < 2 or ef_construction < 1:
             raise ValueError(f"need M >= 2 and ef_construction >= 1; got {M}, {ef_construction}")
         owned = directory is None
-        out = Path(tempfile.mkdtemp(prefix="lorentzcore-ann-")) if owned else Path(directory)
+        out = (
+            Path(directory)
+            if directory is not None
+            else Path(tempfile.mkdtemp(prefix="lorentzcore-ann-"))
+        )
         out.mkdir(parents=True, exist_ok=True)
         vectors_path = out / VECTORS_FILE
         _atomic_write(vectors_path, lambda fh: np.save(fh, arr, allow_pickle=False))

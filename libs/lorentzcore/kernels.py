@@ -13,7 +13,7 @@ weighted label mean; the scorer abstains when the weights together are too small
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
+from typing import Annotated, Literal, overload
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -236,6 +236,14 @@ def weighted_prob(w: ArrayLike, labels: ArrayLike, floor: float) -> tuple[float,
     return min(max(prob_up, 0.0), 1.0), eff_k, False
 
 
+@overload
+def shrink_to_base_rate(
+    prob: float, eff_k: float, base_rate: float, prior_strength: float
+) -> float: ...
+@overload
+def shrink_to_base_rate(
+    prob: FloatArray, eff_k: float, base_rate: float, prior_strength: float
+) -> FloatArray: ...
 def shrink_to_base_rate(
     prob: float | FloatArray, eff_k: float, base_rate: float, prior_strength: float
 ) -> float | FloatArray:

@@ -72,6 +72,13 @@ def _validated_edges(edges: ArrayLike) -> FloatArray:
     return arr
 
 
+def _edges(ref: FloatArray, bins: int | ArrayLike) -> FloatArray:
+    """Reference-quantile edges for a bin count, or the caller's explicit edges validated."""
+    if isinstance(bins, int | np.integer):
+        return quantile_edges(ref, int(bins))
+    return _validated_edges(bins)
+
+
 def _bin_index(cuts: FloatArray, x: FloatArray) -> NDArray[np.intp]:
     """Bin of each x for bins (-inf, c0), [c0, c1), ..., [c_last, inf)."""
     return np.searchsorted(cuts, x, side="right")
@@ -98,7 +105,7 @@ def psi(
     """
     ref = _samples(reference, "reference")
     cur = _samples(current, "current")
-    edges = quantile_edges(ref, bins) if np.ndim(bins) == 0 else _validated_edges(bins)
+    edges = _edges(ref, bins)
     cuts = edges[1:-1]
     n_bins = cuts.size + 1
     p = np.bincount(_bin_index(cuts, ref), minlength=n_bins) / ref.size
@@ -187,7 +194,7 @@ class IncrementalPSI:
     ) -> IncrementalPSI:
         """Edges and proportions from a reference sample, as psi() would compute them."""
         ref = _samples(reference, "reference")
-        edges = quantile_edges(ref, bins) if np.ndim(bins) == 0 else _validated_edges(bins)
+        edges = _edges(ref, bins)
         counts = np.bincount(_bin_index(edges[1:-1], ref), minlength=edges.size - 1)
         return cls(edges, counts / ref.size, window=window, eps=eps)
 

@@ -18,15 +18,16 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from lorentzcore.ann import AnnIndex
 from lorentzcore.hyperbolic import lorentz_distances_to_query
 from lorentzcore.kernels import KernelConfig, fit_prior_strength, kernel_weights, weighted_prob
+from lorentzcore.model_id import MODEL_ID_PATTERN, is_model_id
 from lorentzcore.whitening import Whitener
 
 MODEL_FORMAT_VERSION = 1
@@ -35,6 +36,15 @@ WHITENER_FILE = "whitener.npz"
 LABELS_FILE = "labels.npy"
 TIMES_FILE = "times.npy"
 ANN_DIR = "ann"
+
+
+def _model_id(text: str) -> str:
+    if not is_model_id(text):
+        raise ValueError(f"model id {text!r} must match {MODEL_ID_PATTERN} and not be . or ..")
+    return text
+
+
+ModelId = Annotated[str, AfterValidator(_model_id)]
 
 
 class ModelArtifactError(ValueError):
@@ -71,7 +81,7 @@ class ModelSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     format_version: int = MODEL_FORMAT_VERSION
-    model_id: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$")]
+    model_id: ModelId
     feature_names: tuple[str, ...]
     schema_hash: str
     n_train: int
@@ -267,9 +277,12 @@ def informative_features(X: NDArray[np.float64], rel_tol: float = 1e-9) -> NDArr
     return spread > rel_tol * np.maximum(1.0, np.abs(med))
 
 
-def _load_array(path: Path, dtype: type, n: int) -> NDArray:
+_Scalar = TypeVar("_Scalar", bound=np.generic)
+
+
+def _load_array(path: Path, dtype: type[_Scalar], n: int) -> NDArray[_Scalar]:
     try:
-        arr = np.load(path, allow_pickle=False)
+        arr: NDArray[_Scalar] = np.load(path, allow_pickle=False)  # dtype checked below
     except (OSError, ValueError) as exc:
         raise ModelArtifactError(f"{path}: unreadable ({exc})") from exc
     if arr.dtype != dtype or arr.shape != (n,):

@@ -88,8 +88,8 @@ class ConvergenceReport:
 class TylerResult:
     """Shape (trace d), robust location, lower Cholesky factor of the shape, and a scale.
 
-    ``covariance`` (``scale**2 * scatter``) is Gaussian-consistent: for normal data it
-    estimates the covariance matrix itself.
+    ``scale**2 * scatter`` is Gaussian-consistent: for normal data it estimates the
+    covariance matrix itself (``Whitener.from_tyler(rescale=True)`` folds the scale in).
     """
 
     scatter: NDArray[np.float64]
@@ -97,11 +97,6 @@ class TylerResult:
     cholesky: NDArray[np.float64]
     scale: float
     report: ConvergenceReport
-
-    @property
-    def covariance(self) -> NDArray[np.float64]:
-        """Scatter rescaled to covariance units (consistent at the Gaussian)."""
-        return self.scale**2 * self.scatter
 
 
 def _forward_substitute(L: NDArray[np.float64], B: NDArray[np.float64]) -> NDArray[np.float64]:

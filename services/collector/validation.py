@@ -6,7 +6,8 @@ the collector can honour "nothing is silently dropped": an ``Accepted`` goes on 
 sequence tracker, a ``Rejected`` goes to ``md.ticks.dlq`` with its reason code.
 
 Checks run in a fixed order and the first failure wins, so one payload always gets the same
-reason: size -> UTF-8 -> JSON / schema (pydantic, first error) -> int64 range -> symbol
+reason: size -> UTF-8 -> JSON / schema (pydantic, first error; a payload msgspec
+proves valid skips pydantic, see geodesic.contracts.codec) -> int64 range -> symbol
 allow-list -> message key -> timestamp window. Parsing is strict (no "1" for 1, no ``true``
 for 1.0): the collector is the gate, so a producer bug fails here, not in a consumer.
 """
@@ -21,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import ErrorDetails
 
 from geodesic.contracts import Tick
+from geodesic.contracts.codec import decode_tick
 from geodesic.contracts.reasons import RejectReason
 
 INT64_MAX = 2**63 - 1
@@ -67,11 +69,15 @@ def classify(raw: bytes, key: bytes | None, now_ns: int, policy: ValidationPolic
         raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         return Rejected(RejectReason.INVALID_UTF8, _clip(f"invalid UTF-8 at byte {exc.start}"))
-    try:
-        tick = Tick.model_validate_json(raw, strict=True)
-    except ValidationError as exc:
-        first = exc.errors(include_url=False, include_input=False)[0]
-        return Rejected(_reason_for(first), _describe(first))
+    stamped = decode_tick(raw, ingest_ts_ns=now_ns)  # fast path: None when unsure
+    if stamped is not None:
+        tick = stamped
+    else:
+        try:
+            tick = Tick.model_validate_json(raw, strict=True)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False, include_input=False)[0]
+            return Rejected(_reason_for(first), _describe(first))
 
     if tick.ts_ns > INT64_MAX:
         return Rejected(RejectReason.TIMESTAMP_INVALID, "ts_ns exceeds int64")
@@ -90,6 +96,8 @@ def classify(raw: bytes, key: bytes | None, now_ns: int, policy: ValidationPolic
     if tick.ts_ns < now_ns - policy.max_age_ns:
         age_s = (now_ns - tick.ts_ns) / 1e9
         return Rejected(RejectReason.TIMESTAMP_STALE, f"ts_ns {age_s:.3f} s older than clock")
+    if stamped is not None:
+        return Accepted(stamped)
     return Accepted(tick.model_copy(update={"ingest_ts_ns": now_ns}))
 
 

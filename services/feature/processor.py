@@ -16,15 +16,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from aiokafka import ConsumerRecord, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from pydantic import ValidationError
 
 from geodesic.contracts import Bar, Tick
+from geodesic.contracts.codec import decode_tick
 from geodesic.contracts.reasons import RejectReason
 from geodesic.features import BarBuilder, FeatureEngine
+from geodesic.features.bars import PriceSource
 from geodesic.marketdata.sequencing import SequenceTracker
 from geodesic.runtime.checkpoint import CheckpointStore
 from geodesic.runtime.deadletters import DeadLetterSink
@@ -59,7 +61,6 @@ class _PartitionState:
     engine: FeatureEngine
     last_event_ns: int = 0
     last_wall_ns: int = 0
-    pending_hops: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 class FeatureProcessor:
@@ -67,7 +68,7 @@ class FeatureProcessor:
         self,
         *,
         bar_seconds: int,
-        price_source: str,
+        price_source: PriceSource,
         bars_topic: str,
         features_topic: str,
         idle_flush_grace_s: float | None,
@@ -90,11 +91,16 @@ class FeatureProcessor:
         self.is_behind = is_behind
         self.parts: dict[TopicPartition, _PartitionState] = {}
         self.dead_letters = dead_letters
+        # Incremental checkpoints: a partition is written only when its state changed
+        # (records processed, idle bars closed) or its offset moved since the checkpoint
+        # Redis holds, so an unchanged partition is never re-encoded and re-sent.
+        self._changed: set[TopicPartition] = set()
+        self._saved: dict[TopicPartition, tuple[int, str | None]] = {}
 
     def _new_state(self) -> _PartitionState:
         return _PartitionState(
             tracker=SequenceTracker(),
-            bars=BarBuilder(self.bar_seconds, self.price_source),  # type: ignore[arg-type]
+            bars=BarBuilder(self.bar_seconds, self.price_source),
             engine=FeatureEngine(),
         )
 
@@ -115,12 +121,18 @@ class FeatureProcessor:
                 st.last_event_ns = int(state.get("last_event_ns", 0))
                 st.last_wall_ns = self.clock()
                 seeks[tp] = offset
+                self._saved[tp] = _stored(offset)
+            else:
+                self._saved.pop(tp, None)
+            self._changed.discard(tp)
             self.parts[tp] = st
         return seeks
 
     async def on_revoked(self, partitions: set[TopicPartition]) -> None:
         for tp in partitions:
             self.parts.pop(tp, None)
+            self._saved.pop(tp, None)
+            self._changed.discard(tp)
 
     async def checkpoint(self, positions: dict[TopicPartition, int]) -> None:
         if self.checkpoints is None:
@@ -130,6 +142,8 @@ class FeatureProcessor:
             st = self.parts.get(tp)
             if st is None:
                 continue
+            if tp not in self._changed and self._saved.get(tp) == _stored(offset):
+                continue  # Redis already holds exactly this state at this offset
             entries[tp] = (
                 offset,
                 {
@@ -140,16 +154,21 @@ class FeatureProcessor:
                 },
             )
         await self.checkpoints.save_many(entries)
+        for tp, (offset, _state) in entries.items():
+            self._saved[tp] = _stored(offset)
+            self._changed.discard(tp)
 
     async def process(self, tp: TopicPartition, records: Sequence[ConsumerRecord]) -> list[Output]:
         st = self.parts.get(tp)
         if st is None:
             st = self.parts[tp] = self._new_state()
+        self._changed.add(tp)
         out: list[Output] = []
         for rec in records:
             now = self.clock()
             try:
-                tick = Tick.model_validate_json(rec.value or b"")
+                raw = rec.value or b""
+                tick = decode_tick(raw) or Tick.model_validate_json(raw)
             except ValidationError as exc:
                 # md.ticks is written by the collector only: a bug or an intruder
                 out.append(self._reject(tp, rec, RejectReason.INVALID_RECORD, exc))
@@ -196,6 +215,7 @@ class FeatureProcessor:
                 continue
             event_now = st.last_event_ns + (now_ns - st.last_wall_ns)
             for bar in st.bars.flush_due(event_now, self.grace_ns):
+                self._changed.add(tp)
                 try:
                     out.extend(self._emit(st, bar, {"feature_in": now_ns}))
                 except Exception as exc:  # a bar built from hostile ticks must not stop us
@@ -233,3 +253,9 @@ class FeatureProcessor:
         for st in self.parts.values():
             progress.update(st.engine.warmup_progress())
         return progress
+
+
+def _stored(offset: int) -> tuple[int, str | None]:
+    """What a checkpoint records of a position: the offset and the fingerprint of the
+    record before it (geodesic.runtime.pipeline.Position)."""
+    return int(offset), getattr(offset, "fingerprint", None)

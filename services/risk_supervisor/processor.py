@@ -31,16 +31,18 @@ from aiokafka import ConsumerRecord, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import ValidationError
 
-from geodesic.contracts import Bar, ControlEvent, FeatureVector, Outcome, ScoredSignal
+from geodesic.contracts import Bar, FeatureVector, Outcome, ScoredSignal
 from geodesic.contracts.reasons import RejectReason, SignalReason
 from geodesic.contracts.services import RISK_SUPERVISOR, SHADOW
 from geodesic.control import ControlPlane, ControlSnapshot
+from geodesic.control.audit import audit_to_event
 from geodesic.control.keys import Keys
 from geodesic.lifecycle.drift import DRIFT_FILE, DriftReference
 from geodesic.risk.guards import RolloutGuardConfig
 from geodesic.risk.outcomes import MarkoutLabeler
 from geodesic.risk.supervisor import DriftMonitor, Rollback, SetTradingState, SupervisorState
 from geodesic.risk.winrate import RollingWinRate
+from geodesic.rollout.controller import RolloutController, RolloutMetrics
 from geodesic.runtime.checkpoint import CheckpointStore
 from geodesic.runtime.deadletters import DeadLetterSink
 from geodesic.runtime.pipeline import STATE_STORE_ERRORS, Output
@@ -57,6 +59,11 @@ class RiskMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         r = registry
         self.outcomes = Counter("outcomes_total", "outcomes labelled", ["route"], registry=r)
+        self.external_changes = Counter(
+            "control_external_changes_total",
+            "control flags changed outside the audited path (recorded as EXTERNAL_CHANGE)",
+            registry=r,
+        )
         self.winrate_active = Gauge(
             "winrate_baseline_active", "rolling win rate, active route", registry=r
         )
@@ -77,19 +84,7 @@ class RiskMetrics:
         self.halts = Counter("halt_total", "trading-state escalations", ["state"], registry=r)
         self.kill_switch = Gauge("kill_switch_active", "global kill switch on", registry=r)
         self.forwarded = Counter("control_events_forwarded_total", "audit entries sent", registry=r)
-
-
-def audit_to_event(entry_id: str, fields: dict[str, str]) -> ControlEvent:
-    return ControlEvent(
-        event_id=fields.get("event_id") or entry_id,
-        kind=fields["kind"],
-        actor=fields.get("actor") or "unknown",
-        reason=fields.get("reason") or "unspecified",
-        from_value=fields.get("from"),
-        to_value=fields.get("to"),
-        symbol=fields.get("symbol") or None,
-        ts_ns=int(fields.get("ts_ns") or 0),
-    )
+        self.rollout = RolloutMetrics(r, rollbacks=self.rollbacks, mode_switches=self.mode_switches)
 
 
 def _text(x: bytes | str) -> str:
@@ -141,6 +136,8 @@ class RiskProcessor:
         self.interval = checkpoint_interval_s
         self.clock = clock
         self.snapshot_view: ControlSnapshot | None = None
+        #: the automatic canary ramp (geodesic.rollout): fed here, ticked from run_guards
+        self.rollout = RolloutController(self.plane, metrics.rollout, actor=ACTOR)
         self._last_checkpoint = float("-inf")
         self._last_eval = float("-inf")
         self._dirty = False
@@ -162,6 +159,7 @@ class RiskProcessor:
                 [route, model, wr.snapshot()] for (route, model), wr in self.state.winrates.items()
             ],
             "audit_last_id": self.audit_last_id,
+            "rollout": self.rollout.snapshot(),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -171,6 +169,7 @@ class RiskProcessor:
             for route, model, values in state.get("winrates", [])
         }
         self.audit_last_id = state.get("audit_last_id", "0-0")
+        self.rollout.restore(state.get("rollout"))
 
     async def on_assigned(self, partitions: set[TopicPartition]) -> dict[TopicPartition, int]:
         saved = await self.checkpoints.load_global(STATE_NAME)
@@ -224,6 +223,7 @@ class RiskProcessor:
                 self.counts["outcomes"] += 1
                 self.metrics.outcomes.labels(route=o.route).inc()
                 self.state.on_outcome(o)
+                self.rollout.observe_outcome(o)
                 if o.route == "active" and o.prob_up is not None:
                     self.calibration.append((o.prob_up, o.exit_price > o.entry_price))
                     self.calibration = self.calibration[-self.window :]
@@ -232,6 +232,7 @@ class RiskProcessor:
 
     def _on_signal(self, sig: ScoredSignal) -> list[Outcome]:
         self.counts["signals"] += 1
+        self.rollout.observe_signal(sig)
         if sig.model_id == "none" or SignalReason.MODEL_UNAVAILABLE in sig.reasons:
             return []
         return self.labeler.on_signal(sig)
@@ -249,14 +250,38 @@ class RiskProcessor:
 
     # ---- guards --------------------------------------------------------------------
     async def run_guards(self, now_ns: int) -> None:
+        if await self.plane.detect_external(actor=ACTOR):  # flags changed, not audited
+            self.metrics.external_changes.inc()
         snap = await self.plane.snapshot()
         self.snapshot_view = snap
         self.metrics.kill_switch.set(1 if snap.kill_global else 0)
         self._ensure_drift_monitor(snap.active)
         raw = await self.redis.get(self.keys.service_state(SHADOW.name, "stats"))
-        if raw:
-            self.state.on_parity_failures(int(json.loads(raw).get("parity_fail", 0)))
-        for action in self.state.evaluate(snap, now_ns):
+        shadow = json.loads(raw) if raw else None
+        if shadow:
+            self.state.on_parity_failures(int(shadow.get("parity_fail", 0)))
+        # the guards decide first; the rollout plan, which reads their drift verdict, acts
+        # first: while it judges a ramp or a promotion its actions win, and the guards'
+        # are re-derived from the plane it left (a cooldown it started stops theirs)
+        await self.rollout.load()
+        actions = self.state.evaluate(
+            snap, now_ns, canary_judged_by_plan=self.rollout.judges_canary()
+        )
+        drift = self.state.drift
+        if await self.rollout.tick(
+            now_ns,
+            snap,
+            decisions=self.state.last_decisions,
+            drift_samples=max((d.n for d in drift.drifts(self.guard)), default=0) if drift else 0,
+            parity_total=self.state.parity_failures_seen,
+            shadow=shadow,
+        ):
+            snap = await self.plane.snapshot()
+            self.snapshot_view = snap
+            actions = self.state.evaluate(
+                snap, now_ns, canary_judged_by_plan=self.rollout.judges_canary()
+            )
+        for action in actions:
             await self._apply(action, snap)
         self._update_gauges(snap)
 
@@ -340,7 +365,7 @@ class RiskProcessor:
             if entry_id is None or fields is None:
                 continue
             eid = _text(entry_id)
-            f = {_text(k): _text(v) for k, v in fields.items()}
+            f: dict[bytes | str, bytes | str] = {_text(k): _text(v) for k, v in fields.items()}
             try:
                 event = audit_to_event(eid, f)
             except ValidationError as exc:
@@ -376,6 +401,7 @@ class RiskProcessor:
                 for d in self.state.drift.drifts(self.guard)
             }
         doc["actions"] = self.actions_taken[-20:]
+        doc["rollout"] = self.rollout.status(time.time_ns())
         return doc
 
     async def publish_winrates(self) -> None:

@@ -5,13 +5,20 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.exceptions import AuthenticationError, NoPermissionError
+from redis.retry import Retry
 
+from geodesic.control.keys import Keys
 from geodesic.stack.processes import is_alive
 
 pytestmark = pytest.mark.integration
@@ -156,3 +163,75 @@ def test_one_stack_per_state_dir_found_from_any_directory_and_services_restart(t
         assert time.monotonic() < deadline, "processes survived geodesic down"
         time.sleep(0.1)
     assert geodesic("restart", "scorer", cwd=here).returncode == 1
+
+
+def test_up_runs_redis_with_the_production_acl_and_records_raw_flag_writes(tmp_path):
+    """Default user off, services as svc-* users that cannot flip a kill switch, the CLI
+    as operator; a raw SET with operator credentials is recorded as EXTERNAL_CHANGE by
+    the risk supervisor (audit entry + counter). No password is ever printed."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("GEODESIC_KAFKA_BOOTSTRAP", "GEODESIC_REDIS_URL", "GEODESIC_RUN_DIR")
+    }
+    env["XDG_STATE_HOME"] = str(tmp_path / "xdg")
+    up = subprocess.run(
+        [sys.executable, "-m", "geodesic.cli.main", "up", "--registry", str(tmp_path / "reg")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert up.returncode == 0, up.stderr
+    summary = json.loads(up.stdout.strip().splitlines()[-1])
+    try:
+        users = Path(summary["run_dir"]) / "redis-users"
+        passwords = {p.name: p.read_text().strip() for p in users.iterdir()}
+        assert set(passwords) >= {"operator", "svc-scorer", "svc-risk"}
+        assert stat.S_IMODE(users.stat().st_mode) == 0o700
+        for secret in passwords.values():
+            assert secret not in up.stdout and secret not in up.stderr
+        port = int(summary["redis_url"].rsplit(":", 1)[1].split("/")[0])
+        keys = Keys()
+
+        def client(user: str | None = None) -> redis.Redis:
+            auth = {"username": user, "password": passwords[user]} if user else {}
+            return redis.Redis(host="127.0.0.1", port=port, retry=Retry(NoBackoff(), 0), **auth)
+
+        with pytest.raises(AuthenticationError):  # redis-cli with no credentials
+            client().set(keys.kill_global, "1")
+        with pytest.raises(NoPermissionError):  # an intruder with a service's password
+            client("svc-scorer").set(keys.kill_global, "1")
+        operator = client("operator")
+        assert operator.get(keys.kill_global) is None
+        operator.set(keys.kill_global, "1")  # bypasses the CLI: no audit entry, no version
+
+        deadline = time.monotonic() + 20
+        while True:
+            kinds = [f[b"kind"] for _, f in operator.xrange(keys.audit)]
+            if b"EXTERNAL_CHANGE" in kinds:
+                break
+            assert time.monotonic() < deadline, f"not recorded: {kinds}"
+            time.sleep(0.2)
+        entry = [f for _, f in operator.xrange(keys.audit) if f[b"kind"] == b"EXTERNAL_CHANGE"]
+        assert len(entry) == 1 and entry[0][b"actor"] == b"risk-supervisor"
+        assert b"kill_global" in entry[0][b"reason"]
+        metrics_port = summary["services"]["risk-supervisor"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2) as r:
+            assert "control_external_changes_total 1.0" in r.read().decode()
+
+        off = subprocess.run(  # the CLI finds the operator credentials in the state dir
+            [sys.executable, "-m", "geodesic.cli.main", "kill-switch", "off", "--reason", "ok"],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert off.returncode == 0, off.stderr
+        assert operator.get(keys.kill_global) is None
+        operator.close()
+    finally:
+        subprocess.run(
+            [sys.executable, "-m", "geodesic.cli.main", "down"], env=env, timeout=60, check=False
+        )

@@ -156,8 +156,13 @@ async def test_rollback_when_canary_underperforms_then_cooldown_blocks_promotion
         rollback = next(e for e in audit if e["kind"] == "ROLLBACK")
         assert rollback["actor"] == "risk-supervisor"
         assert rollback["reason"].startswith("canary_winrate:")
+
+        async def counted() -> bool:  # the counters follow the audited writes they count
+            text = await metrics_text(pipe.risk.http.port)  # type: ignore[union-attr]
+            return "rollback_total 1.0" in text and "mode_switch_total 1.0" in text
+
+        await wait_until(counted, 10, "rollback_total and mode_switch_total at 1")
         text = await metrics_text(pipe.risk.http.port)  # type: ignore[union-attr]
-        assert "rollback_total 1.0" in text and "mode_switch_total 1.0" in text
         assert "winrate_canary" in text and "sample_canary" in text
         await reader.wait_for(
             lambda: any(

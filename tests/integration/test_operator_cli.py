@@ -506,3 +506,5 @@ async def test_kill_switch_symbol_must_fit_the_contract_and_unseen_symbols_are_f
     rc, _, _ = await cli("halt", "--symbol", "aapl", "--allow-unseen", "--reason", "crypto-ish")
     snap = await plane.snapshot()
     assert rc == 0 and snap.kill_symbols == {"AAPL", "MSFT"} and "aapl" in snap.symbol_states
+    rc, _, _ = await cli("resume", "--symbol", "aapl", "--reason", "undo the mistake")
+    assert rc == 0  # clearing what was set for this exact symbol is never refused

@@ -16,6 +16,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from geodesic.contracts.model_registry import DEFAULT_MODEL_REGISTRY
+
 log = logging.getLogger(__name__)
 
 QUICK_DATA: dict[str, Any] = {"max_bars": 700}
@@ -73,19 +75,31 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--synthetic-bars", type=int, help="bars per synthetic series")
     g.add_argument("--horizon", type=int, help="label horizon in bars")
     g.add_argument("--cost-bp", type=float, help="cost band in bp")
-    g.add_argument("--band-policy", choices=("drop", "down"))
-    g.add_argument("--spread-model", choices=("replay", "constant"))
+    g.add_argument(
+        "--band-policy",
+        choices=("drop", "down"),
+        help="samples inside the cost band: drop them (default) or label them down",
+    )
+    g.add_argument(
+        "--spread-model",
+        choices=("replay", "constant"),
+        help="per-bar spread: drawn from the replay tick model (default) or constant",
+    )
     g.add_argument("--bar-offset", type=int, help="added to bar positions (live bar index)")
     m = p.add_argument_group("model and cross-validation")
-    m.add_argument("--folds", type=int)
+    m.add_argument("--folds", type=int, help="purged K-fold folds (default 5)")
     m.add_argument("--embargo", type=int, help="bars embargoed after each test block")
     m.add_argument("--k", type=int, help="neighbours kept after the re-rank")
     m.add_argument("--k-cand", type=int, help="HNSW candidates")
     m.add_argument("--period", type=float, help="periodic kernel season in bars")
-    m.add_argument("--periodic-length-scale", type=float)
-    m.add_argument("--rbf-length-scale", type=float)
-    m.add_argument("--ef-search", type=int)
-    m.add_argument("--ef-construction", type=int)
+    m.add_argument(
+        "--periodic-length-scale", type=float, help="periodic kernel length scale (default 1)"
+    )
+    m.add_argument(
+        "--rbf-length-scale", type=float, help="RBF kernel length scale on d_L (default 1)"
+    )
+    m.add_argument("--ef-search", type=int, help="HNSW ef at query time (default 64)")
+    m.add_argument("--ef-construction", type=int, help="HNSW ef at build time (default 200)")
     m.add_argument("--seed", type=int, help="HNSW build seed")
     m.add_argument("--quick", action="store_true", help="small, fast run (tests, smoke)")
     m.add_argument("--gates-config", type=Path, help="JSON file of GateThresholds")
@@ -136,12 +150,14 @@ def _add_certify_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("certification")
     g.add_argument("--ef-grid", type=_ints, help="ef_search values, e.g. 16,32,64,128")
     g.add_argument("--k-cand-multiples", type=_ints, help="K_cand as multiples of K, e.g. 1,2,4")
-    g.add_argument("--target-recall", type=float)
+    g.add_argument(
+        "--target-recall", type=float, help="recall@K the chosen point must reach (default 0.95)"
+    )
     g.add_argument("--latency-budget-ms", type=float, help="p99 budget per event (default 1)")
     g.add_argument("--queries", type=int, help="queries timed per grid point")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "train",
         help="evaluate (purged K-fold), fit, certify, sign and register a model",
@@ -149,8 +165,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     _add_data_options(p)
     _add_certify_options(p)
-    p.add_argument("--model-id")
-    p.add_argument("--registry-root", type=Path, default=None, help="default: models/registry")
+    p.add_argument("--model-id", help="registry id (default: analog-<UTC time>-<config digest>)")
+    p.add_argument(
+        "--registry-root", type=Path, default=None, help=f"default: {DEFAULT_MODEL_REGISTRY}"
+    )
     p.add_argument("--no-certify", action="store_true", help="skip the ef/K_cand sweep")
     p.add_argument("--require-gates", action="store_true", help="exit 1 when a gate fails")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -158,12 +176,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("evaluate", help="purged K-fold evaluation only (nothing registered)")
     _add_data_options(p)
-    p.add_argument("--run-id")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--run-id", help="report directory name (default: eval-<UTC time>-<digest>)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("verify", help="check a model directory's signature and checksums")
-    p.add_argument("model_dir", type=Path)
+    p.add_argument("model_dir", type=Path, help="the model directory (registry/<model_id>)")
     p.add_argument(
         "--schema-hash", help="expected feature schema_hash (default: this build's features)"
     )
@@ -171,9 +189,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_verify)
 
     p = sub.add_parser("certify", help="sweep ef_search x K_cand: recall, latency, Pareto")
-    p.add_argument("model_dir", type=Path)
+    p.add_argument("model_dir", type=Path, help="the model directory (registry/<model_id>)")
     _add_certify_options(p)
-    p.add_argument("--quick", action="store_true")
+    p.add_argument("--quick", action="store_true", help="a small grid (tests, smoke)")
     p.add_argument("--reports-root", type=Path, default=None, help="default: reports")
     p.add_argument(
         "--apply",
@@ -184,9 +202,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _roots(args: argparse.Namespace) -> tuple[Path, Path]:
-    from geodesic.lifecycle.config import DEFAULT_REGISTRY_ROOT, DEFAULT_REPORTS_ROOT
+    from geodesic.lifecycle.config import DEFAULT_REPORTS_ROOT
 
-    registry = getattr(args, "registry_root", None) or DEFAULT_REGISTRY_ROOT
+    registry = getattr(args, "registry_root", None) or DEFAULT_MODEL_REGISTRY
     return registry, args.reports_root or DEFAULT_REPORTS_ROOT
 
 

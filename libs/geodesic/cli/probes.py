@@ -51,9 +51,8 @@ def _same_server(a: str, b: str) -> bool:
 def discover(redis_url: str, specs: list[str]) -> Discovered:
     """Targets from the running up-stack (when it serves ``redis_url``) and ``specs``."""
     from geodesic.contracts.services import SERVICES
-    from geodesic.stack.embedded import default_run_root, read_state
     from geodesic.stack.fleet import FLEET_FILE
-    from geodesic.stack.home import running_up_stacks
+    from geodesic.stack.home import default_run_root, read_state, running_up_stacks
 
     targets: dict[str, Target] = {}
     bootstrap = run_dir = None
@@ -66,20 +65,30 @@ def discover(redis_url: str, specs: list[str]) -> Discovered:
             doc = json.loads((run_dir / FLEET_FILE).read_text())
             env = doc.get("env") or {}
             for name, entry in doc.get("services", {}).items():
-                prefix = SERVICES[name].env_prefix if name in SERVICES else ""
+                spec = SERVICES.get(name)
+                declared = tuple(t.name for t in spec.topics("in")) if spec else ()
+                group = spec.group_id if spec else f"geodesic-{name}"
+                if spec:
+                    group = env.get(f"{spec.env_prefix}GROUP_ID") or group
                 targets[name] = Target(
                     name,
                     f"http://127.0.0.1:{entry['http_port']}",
-                    entry.get("group_id") or env.get(f"{prefix}GROUP_ID") or f"geodesic-{name}",
+                    entry.get("group_id") or group,
                     int(entry["pid"]),
                     entry.get("started"),
                     Path(entry["log"]) if entry.get("log") else None,
-                    tuple(entry.get("topics") or ()),
+                    tuple(entry.get("topics") or ()) or declared,
                 )
             break
-    for spec in specs:
-        name, _, url = spec.partition("=")
-        targets[name] = Target(name, url.rstrip("/"), f"geodesic-{name}")
+    for given in specs:
+        name, _, url = given.partition("=")
+        spec = SERVICES.get(name)
+        targets[name] = Target(
+            name,
+            url.rstrip("/"),
+            spec.group_id if spec else f"geodesic-{name}",
+            topics=tuple(t.name for t in spec.topics("in")) if spec else (),
+        )
     return Discovered(list(targets.values()), bootstrap, run_dir)
 
 
@@ -97,15 +106,16 @@ def _get(url: str, path: str) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else {"ready": False, "reason": f"bad {path} body"}
 
 
-def _health(t: Target) -> tuple[dict[str, Any] | None, Target]:
-    """/health, and the consumer group and topics from /info when the service answers."""
+def _health(t: Target) -> tuple[dict[str, Any] | None, Target, dict[str, Any] | None]:
+    """/health, and the consumer group, topics and warm-up from /info when it answers."""
     body = _get(t.url, "/health")
     if body is None:
-        return None, t
+        return None, t, None
     doc = _get(t.url, "/info") or {}
     topics = tuple(str(x) for x in doc.get("topics") or ()) or t.topics
     group = str(doc.get("group_id") or t.group_id)
-    return body, Target(t.name, t.url, group, t.pid, t.started, t.log, topics)
+    warmup = doc.get("warmup") if isinstance(doc.get("warmup"), dict) else None
+    return body, Target(t.name, t.url, group, t.pid, t.started, t.log, topics), warmup
 
 
 def _probe_process(t: Target) -> tuple[bool | None, int | None]:
@@ -157,8 +167,9 @@ async def _lags(bootstrap: str | None, groups: Mapping[str, tuple[str, ...]]) ->
 async def probe(found: Discovered, last_input: Mapping[str, int]) -> list[ServiceProbe]:
     """Health, process and lag of every target, concurrently, each bounded in time."""
     seen = await asyncio.gather(*(asyncio.to_thread(_health, t) for t in found.targets))
-    targets = [t for _, t in seen]
-    healths = [body for body, _ in seen]
+    targets = [t for _, t, _ in seen]
+    healths = [body for body, _, _ in seen]
+    warmups = [w for _, _, w in seen]
     procs = [_probe_process(t) for t in targets]
     lag_error: str | None = None
     lags: dict[str, int] = {}
@@ -169,7 +180,7 @@ async def probe(found: Discovered, last_input: Mapping[str, int]) -> list[Servic
         except Exception as exc:  # lag is best effort: say why it is missing
             lag_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     out = []
-    for t, body, (alive, mtime) in zip(targets, healths, procs, strict=True):
+    for t, body, (alive, mtime), warmup in zip(targets, healths, procs, warmups, strict=True):
         lag = lags.get(t.group_id)
         why = lag_error if t.topics else "topics unknown (never seen ready)"
         out.append(
@@ -184,6 +195,7 @@ async def probe(found: Discovered, last_input: Mapping[str, int]) -> list[Servic
                 lag,
                 None if lag is not None else why,
                 last_input.get(t.name),
+                warmup,
             )
         )
     return out

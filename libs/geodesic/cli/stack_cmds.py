@@ -19,9 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-ENV_REGISTRY = "GEODESIC_MODEL_REGISTRY"
-ENV_BAR_SECONDS = "GEODESIC_FEATURE_BAR_SECONDS"
-DEFAULT_REGISTRY = Path("models/registry")
+from geodesic.contracts.model_registry import DEFAULT_MODEL_REGISTRY, ENV_MODEL_REGISTRY
+
 DEFAULT_BAR_SECONDS = 1
 
 
@@ -35,7 +34,7 @@ def _run_root_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from geodesic.contracts.services import SERVICES
 
     up = sub.add_parser(
@@ -47,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--registry",
         type=Path,
         default=None,
-        help=f"model registry for a new stack (default {DEFAULT_REGISTRY}; a model is "
+        help=f"model registry for a new stack (default {DEFAULT_MODEL_REGISTRY}; a model is "
         "trained into it if empty)",
     )
     up.add_argument(
@@ -84,7 +83,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _root(args: argparse.Namespace) -> Path:
-    from geodesic.stack.embedded import default_run_root
+    from geodesic.stack.home import default_run_root
 
     return (args.run_root or default_run_root()).expanduser().resolve()
 
@@ -111,7 +110,7 @@ async def _ensure_active(redis_url: str, model_id: str, reason: str) -> str:
 
 
 def _summary(state_file: Path, fleet: Any, active: str | None) -> dict[str, Any]:
-    from geodesic.stack.embedded import read_state
+    from geodesic.stack.home import read_state
 
     state = read_state(state_file)
     described = fleet.describe()
@@ -126,6 +125,13 @@ def _summary(state_file: Path, fleet: Any, active: str | None) -> dict[str, Any]
             **{n: int(e["pid"]) for n, e in state.get("processes", {}).items()},
         },
     }
+
+
+def _env_bar_seconds() -> str:
+    """The feature service's bar-size variable (imported late: the CLI starts fast)."""
+    from geodesic.contracts.services import FEATURE
+
+    return f"{FEATURE.env_prefix}BAR_SECONDS"
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -145,8 +151,8 @@ def _up(args: argparse.Namespace) -> int:
 
 def _reuse(args: argparse.Namespace, running: list[Path]) -> int:
     """Reuse the running stack: refuse option changes, restart services that are down."""
-    from geodesic.stack.embedded import read_state
     from geodesic.stack.fleet import Fleet
+    from geodesic.stack.home import operator_redis_url, read_state
     from geodesic.stack.processes import ServerProcess
 
     state_file = running[0]
@@ -170,9 +176,16 @@ def _reuse(args: argparse.Namespace, running: list[Path]) -> int:
         _err(f"cannot reuse the stack in {run_dir}: {exc}")
         return 1
     wanted = {
-        ENV_REGISTRY: None if args.registry is None else str(args.registry.resolve()),
-        ENV_BAR_SECONDS: None if args.bar_seconds is None else str(args.bar_seconds),
+        ENV_MODEL_REGISTRY: None if args.registry is None else str(args.registry.resolve()),
+        _env_bar_seconds(): None if args.bar_seconds is None else str(args.bar_seconds),
     }
+    running_broker = read_state(state_file).get("broker")
+    if args.broker is not None and args.broker != running_broker:
+        _err(
+            f"a stack already runs in {run_dir} on the {running_broker} broker, not "
+            f"{args.broker}: reuse it as is (drop --broker), or `geodesic down` first"
+        )
+        return 1
     for var, value in wanted.items():
         if value is not None and fleet.env.get(var) != value:
             _err(
@@ -189,7 +202,7 @@ def _reuse(args: argparse.Namespace, running: list[Path]) -> int:
         f"[2/2] ready ({'restarted ' + ', '.join(down) if down else 'nothing was down'})",
         file=sys.stderr,
     )
-    active = asyncio.run(_active(read_state(state_file)["redis_url"]))
+    active = asyncio.run(_active(operator_redis_url(read_state(state_file))))
     print(json.dumps(_summary(state_file, fleet, active)), flush=True)
     return 0
 
@@ -207,36 +220,44 @@ async def _active(redis_url: str) -> str | None:
 
 
 def _start(args: argparse.Namespace, root: Path) -> int:
+    from geodesic.lifecycle.bootstrap import ensure_model
     from geodesic.lifecycle.registry import demo_promotion_reason
-    from geodesic.stack import EmbeddedStack
-    from geodesic.stack.bootstrap import ensure_model
+    from geodesic.stack import ENV_REDIS_URL, EmbeddedStack
     from geodesic.stack.fleet import Fleet, stop_fleet_from_state
     from geodesic.stack.kafka_broker import KafkaUnavailableError
+    from geodesic.stack.redis_acl import OPERATOR, SERVICE_USERS
 
-    registry = (args.registry or DEFAULT_REGISTRY).resolve()
+    registry = (args.registry or DEFAULT_MODEL_REGISTRY).resolve()
     bar_seconds = args.bar_seconds or DEFAULT_BAR_SECONDS
     print(f"[1/4] model registry {registry}", file=sys.stderr)
     model_id = ensure_model(registry)
     print(f"[2/4] starting broker and Redis (state in {root})", file=sys.stderr)
     try:
-        stack = EmbeddedStack(run_root=root, detach=True, broker=args.broker)
+        stack = EmbeddedStack(run_root=root, detach=True, broker=args.broker, acl=True)
     except KafkaUnavailableError as exc:
         _err(f"geodesic up: {exc}")
         return 2
     info = stack.start()
     try:
+        operator_url = info.redis_users.get(OPERATOR, info.redis_url)
         # a gate-failing bootstrap model is promoted as a DEMO model, its failures audited
         reason = demo_promotion_reason(registry / model_id, "no active model: bootstrap")
-        active = asyncio.run(_ensure_active(info.redis_url, model_id, reason))
+        active = asyncio.run(_ensure_active(operator_url, model_id, reason))
         if active == model_id and "DEMO model" in reason:
             print(f"      {reason}", file=sys.stderr)
         print(f"[3/4] active model {active}; starting services", file=sys.stderr)
         env = {
             **info.env(),
-            ENV_REGISTRY: str(registry),
-            ENV_BAR_SECONDS: str(bar_seconds),
+            ENV_MODEL_REGISTRY: str(registry),
+            _env_bar_seconds(): str(bar_seconds),
         }
-        fleet = Fleet(stack.run_dir, env, detach=True)
+        # each service as its own Redis user (production's ACL), never the operator
+        per_service = {
+            name: {ENV_REDIS_URL: info.redis_users[user]}
+            for name, user in SERVICE_USERS.items()
+            if user in info.redis_users
+        }
+        fleet = Fleet(stack.run_dir, env, detach=True, extra_env=per_service)
         fleet.start_all()
         fleet.wait_healthy(args.timeout)
     except BaseException:

@@ -14,6 +14,7 @@ from typing import Annotated, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from geodesic.contracts.reasons import BLOCKING_REASONS, SignalReason
+from geodesic.contracts.symbols import SYMBOL_MAX_LENGTH, SYMBOL_PATTERN
 
 Side = Literal["long", "short", "flat"]
 Route = Literal["active", "canary"]
@@ -25,15 +26,11 @@ ControlKind = Literal[
     "ROLLOUT",
     "HALT",
     "COOLDOWN",
+    "EXTERNAL_CHANGE",
 ]
 
 PositiveFinite = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegFinite = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-#: The symbol contract: case-sensitive (AAPL and aapl are different instruments; venues
-#: such as crypto ones use lower case), 1-32 characters from A-Z a-z 0-9 . _ : / -.
-SYMBOL_PATTERN = r"^[A-Za-z0-9._:/-]+$"
-SYMBOL_MAX_LENGTH = 32
-SYMBOL_RULE = "1-32 characters from A-Z a-z 0-9 . _ : / - (case-sensitive)"
 Symbol = Annotated[str, Field(min_length=1, max_length=SYMBOL_MAX_LENGTH, pattern=SYMBOL_PATTERN)]
 TimestampNs = Annotated[int, Field(ge=0)]
 

@@ -11,9 +11,10 @@ topic per schema and direction; the dead-letter topic is the one exception, see
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from geodesic.contracts.topics import TopicSpec, load_topics
+if TYPE_CHECKING:
+    from geodesic.contracts.topics import TopicSpec
 
 Direction = Literal["in", "out"]
 
@@ -43,6 +44,10 @@ class ServiceSpec:
         return self.package
 
     def topics(self, direction: Direction) -> tuple[TopicSpec, ...]:
+        # imported here: topics.yaml pulls the pydantic contracts, and the control plane's
+        # key layout (read by the CLI's lean emergency path) needs only the names above
+        from geodesic.contracts.topics import load_topics
+
         specs = load_topics().values()
         if direction == "in":
             return tuple(t for t in specs if self.name in t.consumers)

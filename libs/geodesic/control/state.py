@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
@@ -46,6 +47,26 @@ class ControlSnapshot:
     global_state: TradingState = TradingState.ACTIVE
     cooldown_until_ns: int = 0
     version: int = 0
+
+    def flags(self) -> dict[str, object]:
+        """Everything an operator or guard can change, as plain JSON data (no version)."""
+        r = self.rollout
+        return {
+            "active": self.active,
+            "shadow": self.shadow,
+            "previous": self.previous,
+            "rollout": [r.mode, r.canary_fraction, r.seed, r.candidate],
+            "kill_global": self.kill_global,
+            "kill_symbols": sorted(self.kill_symbols),
+            "global_state": self.global_state.value,
+            "symbol_states": {k: v.value for k, v in sorted(self.symbol_states.items())},
+            "cooldown_until_ns": self.cooldown_until_ns,
+        }
+
+    def digest(self) -> str:
+        """A fingerprint of :meth:`flags`: equal digests, equal control state."""
+        blob = json.dumps(self.flags(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
 
     def trading_state(self, symbol: str) -> TradingState:
         """The most restrictive of kill switches, the global halt and the symbol's state."""

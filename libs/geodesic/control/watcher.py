@@ -38,7 +38,7 @@ class ControlWatcher:
         self._clock = clock
         self._snapshot: ControlSnapshot | None = None
         self._last_ok: float = float("-inf")
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
         self._changed = asyncio.Event()
         self.listeners: list[Callable[[ControlSnapshot], None]] = []
         self.refreshes = 0

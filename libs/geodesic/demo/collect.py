@@ -41,12 +41,11 @@ class Observed:
     signal_ids: set[str] = field(default_factory=set)
     duplicates: int = 0
     bars: list[Bar] = field(default_factory=list)
-    dlq: Counter = field(default_factory=Counter)
+    dlq: Counter[str] = field(default_factory=Counter)
     control: list[ControlEvent] = field(default_factory=list)
     outcomes: list[Outcome] = field(default_factory=list)
     latencies: dict[str, list[float]] = field(default_factory=lambda: {h: [] for h in HOPS})
-    recent_ns: deque = field(default_factory=lambda: deque(maxlen=4000))
-    timeline: list[dict[str, Any]] = field(default_factory=list)
+    recent_ns: deque[int] = field(default_factory=lambda: deque(maxlen=4000))
 
 
 class Observer:
@@ -63,7 +62,7 @@ class Observer:
     def __init__(self, kafka: KafkaSettings) -> None:
         self.consumer = make_consumer(kafka, topics=self.TOPICS, group_id="demo-observer")
         self.seen = Observed()
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.consumer.start()
@@ -108,7 +107,10 @@ class Observer:
 
 def http_json(port: int, path: str) -> dict[str, Any]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as resp:
-        return json.loads(resp.read())
+        body = json.loads(resp.read())
+    if not isinstance(body, dict):
+        raise ValueError(f"{path} on port {port} returned {type(body).__name__}, not an object")
+    return body
 
 
 def metric_values(port: int) -> dict[str, float]:

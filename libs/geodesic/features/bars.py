@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import sys
 from collections import Counter
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -108,6 +108,9 @@ class _OpenBar:
         )
 
 
+_OPEN_FIELDS = tuple(f.name for f in fields(_OpenBar))
+
+
 class _Snapshot(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -132,9 +135,6 @@ class BarBuilder:
         self.stats = BarStats()
         self._open: dict[str, _OpenBar] = {}
         self._last_closed: dict[str, int] = {}
-
-    def bar_index_of(self, ts_ns: int) -> int:
-        return ts_ns // self.bar_ns
 
     def on_tick(self, tick: Tick, now_ns: int) -> TickResult:
         """Add a tick; returns the bar it closed (stamped ``emitted_ts_ns=now_ns``), if any."""
@@ -185,12 +185,17 @@ class BarBuilder:
 
     def snapshot(self) -> dict[str, Any]:
         """JSON-able state (floats round-trip exactly through JSON), enough to resume losslessly."""
-        return _Snapshot(
-            bar_seconds=self.bar_seconds,
-            price_source=self.price_source,
-            open_bars={s: replace(b) for s, b in self._open.items()},
-            last_closed=dict(self._last_closed),
-        ).model_dump(mode="json")
+        # Built by hand: the pydantic model is the reader's schema (restore validates with
+        # it), but dumping through it cost ~40 us per checkpoint for a handful of symbols.
+        return {
+            "format": SNAPSHOT_FORMAT,
+            "bar_seconds": self.bar_seconds,
+            "price_source": self.price_source,
+            "open_bars": {
+                s: {f: getattr(b, f) for f in _OPEN_FIELDS} for s, b in self._open.items()
+            },
+            "last_closed": dict(self._last_closed),
+        }
 
     def restore(self, state: dict[str, Any]) -> None:
         """Replace the state with a snapshot taken by a builder with the same configuration."""

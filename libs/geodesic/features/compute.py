@@ -34,6 +34,8 @@ updated incrementally, which avoids the drift of running sums at a cost of ~0.3k
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import math
@@ -48,7 +50,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from geodesic.contracts import Bar, FeatureVector
 
 FEATURE_CODE_VERSION = 1  # bump when a formula changes: it is part of the schema hash
-SNAPSHOT_FORMAT = "geodesic.features.feature_engine/1"
+#: /2 stores each symbol's history as the raw little-endian float64 bytes (base64): exact,
+#: ~3x smaller than /1's JSON float lists and ~50x cheaper to write. /1 still restores.
+SNAPSHOT_FORMAT = "geodesic.features.feature_engine/2"
+SNAPSHOT_FORMAT_V1 = "geodesic.features.feature_engine/1"
 _N_INPUTS = 5  # rows of the input matrix: close, high, low, volume, spread
 _FOUR_LN2 = 4.0 * math.log(2.0)
 _FLAT_REL_EPS = 1e-12
@@ -308,6 +313,16 @@ class FeatureState:
         start = self._pos + 1
         return np.ascontiguousarray(self._buf[:, start : start + self.window])
 
+    def encoded(self, last_bar_index: int | None) -> dict[str, Any]:
+        """This symbol's snapshot entry (format /2): the ``filled`` latest bars as bytes."""
+        rows = self.matrix()[:, self.window - self.filled :]
+        raw = np.ascontiguousarray(rows, dtype="<f8").tobytes()
+        return {
+            "last_bar_index": last_bar_index,
+            "bars": self.filled,
+            "history_f64": base64.b64encode(raw).decode("ascii"),
+        }
+
     def history(self) -> list[list[float]]:
         """The ``filled`` most recent bars per input row, oldest first."""
         if self.filled == 0:
@@ -335,9 +350,25 @@ class _SymbolSnapshot(BaseModel):
 class _Snapshot(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    format: str = SNAPSHOT_FORMAT
+    format: str = SNAPSHOT_FORMAT_V1
     schema_hash: str
     symbols: dict[str, _SymbolSnapshot]
+
+
+class _SymbolSnapshotV2(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    last_bar_index: int | None
+    bars: Annotated[int, Field(ge=0)]
+    history_f64: str
+
+
+class _SnapshotV2(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    format: str = SNAPSHOT_FORMAT
+    schema_hash: str
+    symbols: dict[str, _SymbolSnapshotV2]
 
 
 class FeatureEngine:
@@ -351,6 +382,9 @@ class FeatureEngine:
         self.stats = FeatureStats()
         self._horizons, self._windows = _kernel_args(params)
         self._states: dict[str, FeatureState] = {}
+        # symbol -> its snapshot entry, dropped when the symbol's history changes: a
+        # checkpoint re-encodes only the symbols that closed a bar since the last one
+        self._encoded: dict[str, dict[str, Any]] = {}
 
     def warmup_progress(self) -> dict[str, int]:
         """Bars of history held per symbol; a symbol scores once it holds ``warmup``."""
@@ -370,6 +404,7 @@ class FeatureEngine:
             self.stats.stale_bars += 1
             return None
         state.last_bar_index = bar.bar_index
+        self._encoded.pop(bar.symbol, None)
         state.push((bar.close, bar.high, bar.low, bar.volume, bar.mean_spread))
         if state.filled < self.warmup:
             self.stats.warming_up += 1
@@ -396,30 +431,35 @@ class FeatureEngine:
         )
 
     def snapshot(self) -> dict[str, Any]:
-        """JSON-able history per symbol (floats round-trip exactly through JSON)."""
-        return _Snapshot(
-            schema_hash=self.schema_hash,
-            symbols={
-                symbol: _SymbolSnapshot(
-                    last_bar_index=state.last_bar_index, history=state.history()
-                )
-                for symbol, state in self._states.items()
-            },
-        ).model_dump(mode="json")
+        """JSON-able history per symbol (format /2: exact float64 bytes, base64)."""
+        symbols: dict[str, dict[str, Any]] = {}
+        for symbol, state in self._states.items():
+            entry = self._encoded.get(symbol)
+            if entry is None:
+                entry = self._encoded[symbol] = state.encoded(state.last_bar_index)
+            symbols[symbol] = dict(entry)
+        return {"format": SNAPSHOT_FORMAT, "schema_hash": self.schema_hash, "symbols": symbols}
 
     def restore(self, state: dict[str, Any]) -> None:
-        """Replace the state with a snapshot of an engine with the same schema hash."""
-        snap = _Snapshot.model_validate(state)
-        if snap.format != SNAPSHOT_FORMAT:
-            raise ValueError(f"unsupported snapshot format {snap.format!r}")
-        if snap.schema_hash != self.schema_hash:
-            raise ValueError(
-                f"snapshot schema_hash {snap.schema_hash} != engine schema_hash {self.schema_hash}"
-            )
+        """Replace the state with a snapshot (format /1 or /2) of an engine with the same
+        schema hash."""
+        fmt = state.get("format") if isinstance(state, dict) else None
+        histories: dict[str, tuple[int | None, np.ndarray | list[list[float]]]] = {}
+        if fmt == SNAPSHOT_FORMAT:
+            snap2 = _SnapshotV2.model_validate(state)
+            self._check_schema(snap2.schema_hash)
+            for symbol, sym2 in snap2.symbols.items():
+                histories[symbol] = (sym2.last_bar_index, self._decode(symbol, sym2))
+        elif fmt == SNAPSHOT_FORMAT_V1:
+            snap = _Snapshot.model_validate(state)
+            self._check_schema(snap.schema_hash)
+            for symbol, sym in snap.symbols.items():
+                histories[symbol] = (sym.last_bar_index, sym.history)
+        else:
+            raise ValueError(f"unsupported snapshot format {fmt!r}")
         states: dict[str, FeatureState] = {}
-        for symbol, sym in snap.symbols.items():
-            rows = sym.history
-            length = len(rows[0]) if rows else 0
+        for symbol, (last_bar_index, rows) in histories.items():
+            length = len(rows[0]) if len(rows) else 0
             if len(rows) != _N_INPUTS or any(len(r) != length for r in rows):
                 raise ValueError(f"{symbol}: history must be {_N_INPUTS} rows of equal length")
             if length > self.warmup:
@@ -427,9 +467,29 @@ class FeatureEngine:
             fs = FeatureState(self.warmup)
             for values in zip(*rows, strict=True):
                 fs.push(values)
-            fs.last_bar_index = sym.last_bar_index
+            fs.last_bar_index = last_bar_index
             states[symbol] = fs
         self._states = states
+        self._encoded = {}
+
+    def _check_schema(self, snapshot_hash: str) -> None:
+        if snapshot_hash != self.schema_hash:
+            raise ValueError(
+                f"snapshot schema_hash {snapshot_hash} != engine schema_hash {self.schema_hash}"
+            )
+
+    @staticmethod
+    def _decode(symbol: str, sym: _SymbolSnapshotV2) -> np.ndarray:
+        try:
+            raw = base64.b64decode(sym.history_f64, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ValueError(f"{symbol}: history_f64 is not base64: {exc}") from None
+        if len(raw) != _N_INPUTS * sym.bars * 8:
+            raise ValueError(
+                f"{symbol}: history must be {_N_INPUTS} rows of equal length: "
+                f"{len(raw)} bytes for {sym.bars} bars"
+            )
+        return np.frombuffer(raw, dtype="<f8").reshape(_N_INPUTS, sym.bars)
 
     def stats_dict(self) -> dict[str, int]:
         return asdict(self.stats)

@@ -10,7 +10,7 @@ from geodesic.lifecycle.config import (
     GateThresholds,
     TrainConfig,
 )
-from geodesic.lifecycle.gates import GateResult, all_passed, offline_gates
+from geodesic.lifecycle.offline_gates import GateResult, all_passed, offline_gates
 from geodesic.lifecycle.registry import (
     ModelVerificationError,
     list_models,

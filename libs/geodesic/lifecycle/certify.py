@@ -31,11 +31,11 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict
 
 from geodesic.lifecycle.config import CertifyConfig, DatasetConfig
-from geodesic.lifecycle.dataset import feature_rows, holdout_series, training_series
 from geodesic.lifecycle.evaluation import exact_lorentz_topk
+from geodesic.lifecycle.offline_report import write_json
 from geodesic.lifecycle.registry import load_manifest, load_verified, sign_model_dir
-from geodesic.lifecycle.reports import write_json
 from geodesic.lifecycle.signing import SigningKey
+from geodesic.lifecycle.training_data import feature_rows, holdout_series, training_series
 from lorentzcore.ann import AnnIndex, recall_at_k
 from lorentzcore.hyperbolic import lorentz_distances_to_query
 from lorentzcore.model import AnalogModel
@@ -280,7 +280,9 @@ def compare_candidate_stages(
     return out
 
 
-def _latencies(scorer: Scorer, X: NDArray, T: NDArray, warmup: int) -> NDArray[np.float64]:
+def _latencies(
+    scorer: Scorer, X: NDArray[np.float64], T: NDArray[np.int64], warmup: int
+) -> NDArray[np.float64]:
     for i in range(min(warmup, len(X))):
         scorer.score(X[i], int(T[i]))
     out = np.empty(len(X))
@@ -376,7 +378,9 @@ def set_operating_point(model: AnalogModel, ef_search: int, k_cand: int) -> Anal
     return updated
 
 
-def apply_operating_point(model_dir: Path, result: CertifyResult, key: SigningKey) -> dict:
+def apply_operating_point(
+    model_dir: Path, result: CertifyResult, key: SigningKey
+) -> dict[str, Any]:
     """Write the chosen point into a registered model and re-sign its manifest.
 
     The model is rewritten in place: do it before the model is promoted to a live slot

@@ -20,7 +20,6 @@ _REPLAY = ReplayConfig()
 #: The real data sets pooled by default, and the first date kept for replay (2013-2018).
 DEFAULT_DATASETS: tuple[str, ...] = ("sp500", "nasdaq")
 DEFAULT_CUTOFF = "2013-01-01"
-DEFAULT_REGISTRY_ROOT = Path("models/registry")
 DEFAULT_REPORTS_ROOT = Path("reports")
 
 PosInt = Annotated[int, Field(ge=1)]
@@ -28,7 +27,7 @@ PosFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 
 class DatasetConfig(BaseModel):
-    """How bars become (features, label, time) samples; see ``lifecycle.dataset``."""
+    """How bars become (features, label, time) samples; see ``lifecycle.training_data``."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 

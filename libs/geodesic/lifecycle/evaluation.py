@@ -44,8 +44,7 @@ from geodesic.lifecycle.baselines import (
     PriorRule,
 )
 from geodesic.lifecycle.config import TrainConfig
-from geodesic.lifecycle.dataset import LabeledDataset, build_dataset, load_series
-from geodesic.lifecycle.reports import (
+from geodesic.lifecycle.offline_report import (
     AnnAccuracy,
     DeflatedSharpe,
     EvaluationSection,
@@ -57,6 +56,8 @@ from geodesic.lifecycle.reports import (
     SkillMetrics,
     TradingMetrics,
 )
+from geodesic.lifecycle.training_data import LabeledDataset, build_dataset
+from geodesic.marketdata.datasets import load_source
 from lorentzcore.ann import recall_at_k
 from lorentzcore.hyperbolic import lorentz_distances_to_query
 from lorentzcore.kernels import KernelConfig, kernel_weights, shrink_to_base_rate, weighted_prob
@@ -92,8 +93,6 @@ log = logging.getLogger(__name__)
 LEVELS = (0, 1, 2, 3)
 ABLATION = ("lorentz_rerank", "hnsw_order", "exact_lorentz")
 BASELINES = ("logistic", "momentum", "prior", "euclidean_knn")
-#: The forecasters of the honest sections: the model (degrade level 0) and the baselines.
-HONEST = ("analog", *BASELINES)
 
 
 class LeakageError(RuntimeError):
@@ -154,7 +153,9 @@ def make_folds(ds: LabeledDataset, cfg: TrainConfig) -> list[Fold]:
     return folds
 
 
-def _sides(prob: NDArray[np.float64], abstain: NDArray[np.bool_], cfg: TrainConfig) -> NDArray:
+def _sides(
+    prob: NDArray[np.float64], abstain: NDArray[np.bool_], cfg: TrainConfig
+) -> NDArray[np.float64]:
     side = np.where(prob >= cfg.long_threshold, 1.0, np.where(prob <= cfg.short_threshold, -1, 0))
     return np.where(abstain, 0.0, side)
 
@@ -298,7 +299,7 @@ def _baselines(
     ds: LabeledDataset,
     fit_idx: NDArray[np.int64],
     test_idx: NDArray[np.int64],
-    y01: NDArray,
+    y01: NDArray[np.float64],
     cfg: TrainConfig,
 ) -> tuple[dict[str, Predictions], str]:
     """Every baseline fitted on fit_idx, predicting test_idx; and the sign rule's fitted
@@ -371,10 +372,6 @@ def _score_of(p: Predictions) -> NDArray[np.float64]:
     return p.prob if p.score is None else p.score
 
 
-def _opt(x: float) -> float | None:
-    return float(x) if np.isfinite(x) else None
-
-
 def _trading(ts: st.TradingSeries, cfg: TrainConfig) -> TradingMetrics:
     net = ts.net_bp(cfg.data.cost_bp)
     return TradingMetrics(
@@ -411,7 +408,7 @@ def honest_section(
     orientation: list[str] | None = None,
     extra_trials: dict[str, Predictions] | None = None,
 ) -> EvaluationSection:
-    """The honest figures of ``preds`` (keys: HONEST) over samples split into ``groups``."""
+    """The honest figures of ``preds`` ("analog" and BASELINES) over samples in ``groups``."""
     y, lab = ev.y, ev.labeled
     blocks = st.block_ids(ev.times, groups, cfg.block_bars)
     scores = {n: _score_of(p) for n, p in preds.items()}
@@ -449,13 +446,20 @@ def honest_section(
             orientation=list(orientation or []) if name == "momentum" else [],
         )
     lifts = {}
-    for i, b in enumerate(BASELINES):
+    for i, baseline in enumerate(BASELINES):
         boot = st.paired_block_bootstrap_lift(
-            y, scores["analog"], scores[b], groups, lab, blocks, cfg.n_bootstrap, cfg.seed + i
+            y,
+            scores["analog"],
+            scores[baseline],
+            groups,
+            lab,
+            blocks,
+            cfg.n_bootstrap,
+            cfg.seed + i,
         )
-        a_m, b_m = out["analog"].auc_mean, out[b].auc_mean
+        a_m, b_m = out["analog"].auc_mean, out[baseline].auc_mean
         finite = boot[np.isfinite(boot)]
-        lifts[b] = LiftBound(
+        lifts[baseline] = LiftBound(
             lift=None if a_m is None or b_m is None else a_m - b_m,
             lower=float(np.quantile(finite, cfg.bound_quantile)) if finite.size else None,
             quantile=cfg.bound_quantile,
@@ -529,7 +533,7 @@ def walk_forward_holdout(
     if not cfg.walk_forward_holdout or dc.cutoff is None:
         return None
     full_cfg = dc.model_copy(update={"cutoff": None, "max_bars": None})
-    series = [load_series(n, synthetic_bars=dc.synthetic_bars, seed=dc.seed) for n in dc.datasets]
+    series = [load_source(n, synthetic_bars=dc.synthetic_bars, seed=dc.seed) for n in dc.datasets]
     full = build_dataset(series, full_cfg)
     cut = np.datetime64(dc.cutoff, "D")
     hold = np.flatnonzero(full.dates >= cut)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -38,6 +37,7 @@ from geodesic.lifecycle.signing import (
     resolve_signing_key,
 )
 from lorentzcore.model import AnalogModel
+from lorentzcore.model_id import MODEL_ID_PATTERN, is_model_id
 
 __all__ = [
     "MANIFEST_FILE",
@@ -62,7 +62,6 @@ SIGNATURE_FILE = "manifest.sig"
 MANIFEST_FORMAT = "geodesic.model_manifest/1"
 SIGNATURE_FORMAT = "geodesic.model_signature/1"
 _RESERVED = {MANIFEST_FILE, SIGNATURE_FILE}
-_MODEL_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 
 class ModelVerificationError(ValueError):
@@ -280,8 +279,8 @@ def load_verified(
 
 def staging_dir(registry_root: Path, model_id: str) -> Path:
     """A fresh private directory on the registry's filesystem (so publish is a rename)."""
-    if not _MODEL_ID.fullmatch(model_id):
-        raise ValueError(f"model id {model_id!r} must match {_MODEL_ID.pattern}")
+    if not is_model_id(model_id):
+        raise ValueError(f"model id {model_id!r} must match {MODEL_ID_PATTERN} and not be . or ..")
     if (Path(registry_root) / model_id).exists():
         raise FileExistsError(f"model {model_id!r} already exists in {registry_root}")
     root = Path(registry_root) / ".staging"

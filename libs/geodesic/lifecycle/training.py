@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from geodesic.contracts.model_registry import DEFAULT_MODEL_REGISTRY
 from geodesic.features.compute import WARMUP_BARS
 from geodesic.lifecycle.certify import (
     CertifyResult,
@@ -34,13 +35,11 @@ from geodesic.lifecycle.certify import (
     write_certify,
 )
 from geodesic.lifecycle.config import (
-    DEFAULT_REGISTRY_ROOT,
     DEFAULT_REPORTS_ROOT,
     CertifyConfig,
     GateThresholds,
     TrainConfig,
 )
-from geodesic.lifecycle.dataset import LabeledDataset, load_training_dataset
 from geodesic.lifecycle.drift import DRIFT_FILE, drift_reference
 from geodesic.lifecycle.evaluation import (
     CrossValidation,
@@ -50,15 +49,9 @@ from geodesic.lifecycle.evaluation import (
     shrink_exclude_bars,
     walk_forward_holdout,
 )
-from geodesic.lifecycle.gates import GateResult, offline_gates
-from geodesic.lifecycle.registry import (
-    dev_key_path_for_registry,
-    discard,
-    publish,
-    sign_model_dir,
-    staging_dir,
-)
-from geodesic.lifecycle.reports import (
+from geodesic.lifecycle.model_card import MODEL_CARD, render_model_card
+from geodesic.lifecycle.offline_gates import GateResult, offline_gates
+from geodesic.lifecycle.offline_report import (
     DatasetSummary,
     EvaluationSection,
     GateRecord,
@@ -66,7 +59,15 @@ from geodesic.lifecycle.reports import (
     write_json,
     write_report,
 )
+from geodesic.lifecycle.registry import (
+    dev_key_path_for_registry,
+    discard,
+    publish,
+    sign_model_dir,
+    staging_dir,
+)
 from geodesic.lifecycle.signing import SigningKey, resolve_signing_key
+from geodesic.lifecycle.training_data import LabeledDataset, load_training_dataset
 from lorentzcore.model import AnalogModel
 from lorentzcore.scorer import Scorer
 
@@ -291,7 +292,7 @@ def train(
     cfg: TrainConfig,
     *,
     model_id: str | None = None,
-    registry_root: Path = DEFAULT_REGISTRY_ROOT,
+    registry_root: Path = DEFAULT_MODEL_REGISTRY,
     reports_root: Path = DEFAULT_REPORTS_ROOT,
     thresholds: GateThresholds | None = None,
     certify: CertifyConfig | None = None,
@@ -374,7 +375,10 @@ def train(
         gates = offline_gates(report, thresholds)
         report = _with_gates(report, gates)
         fields = manifest_fields(model, cfg, report, thresholds, certification)
-        sign_model_dir(staging, fields, key)
+        # the card is one of the signed files: it cannot drift from the model it describes
+        card = render_model_card(report, fields)
+        (staging / MODEL_CARD).write_text(card)
+        sign_model_dir(staging, {**fields, "model_card": MODEL_CARD}, key)
         model_dir = publish(staging, registry_root, model_id, key)
     except BaseException:
         discard(staging)
@@ -382,6 +386,7 @@ def train(
     total = time.perf_counter() - t0
     report = report.model_copy(update={"seconds": {**report.seconds, "total": total}})
     paths = write_report(report, out)
+    (out / MODEL_CARD).write_text(card)
     log.info("registered %s in %.1fs (gates %s)", model_id, total, [str(g) for g in gates])
     return TrainResult(model_id, model_dir, report, paths, gates, cert, total)
 

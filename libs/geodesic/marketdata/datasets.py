@@ -34,6 +34,10 @@ open times (``datetime64[s]``). The data has no quotes: a replay of these trades
 quote model (e.g. last +- half the 0.25 tick), and training uses the constant spread
 column, which the model excludes.
 
+Every source by name: ``load_source`` resolves registered data sets and the other source
+kinds (``synthetic[:SEED]``, ``recorded:FILE.npz[:SYMBOL]``; ``SOURCE_KINDS``), so code
+that takes a data-set name (training, evaluation) never parses one itself.
+
 Adding data sets: register a ``DatasetSpec`` (``register_dataset``). Candidates that load the
 same way: pmdarima's bundled MSFT daily OHLCV (MIT), and -- optional, never a default
 dependency, because ``backtesting`` is AGPL-3.0 -- ``backtesting.test``'s hourly EURUSD.
@@ -46,16 +50,22 @@ import gzip
 import importlib.util
 import io
 import math
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date, datetime
 from functools import cache
 from pathlib import Path
 
 import numpy as np
 
+from geodesic.marketdata.recording import load_bars_npz
+from geodesic.marketdata.series import BarSeries, CleaningReport
+from geodesic.marketdata.synthetic import SyntheticConfig, generate_market
+
 __all__ = [
     "DATASETS",
     "INTRADAY",
+    "SOURCE_KINDS",
     "BarSeries",
     "CleaningReport",
     "DatasetSpec",
@@ -65,6 +75,7 @@ __all__ = [
     "available_datasets",
     "clean_ohlcv",
     "load_dataset",
+    "load_source",
     "load_trades",
     "register_dataset",
     "split_by_date",
@@ -74,107 +85,9 @@ __all__ = [
 
 DEFAULT_REPAIR_TOLERANCE = 0.005  # 50 bp of the close: larger OHLC violations are dropped
 
-_PRICE_FIELDS = ("open", "high", "low", "close")
-_FIELDS = (*_PRICE_FIELDS, "volume")
-
 
 class DatasetUnavailableError(LookupError):
     """The package that ships a data set is not installed (or no longer ships the file)."""
-
-
-@dataclass(frozen=True, slots=True)
-class CleaningReport:
-    """What cleaning did to a raw file; ``rows_kept + dropped == rows_read``."""
-
-    rows_read: int = 0
-    rows_kept: int = 0
-    dropped_unparseable: int = 0
-    dropped_non_finite: int = 0
-    dropped_non_positive: int = 0
-    dropped_duplicate_date: int = 0
-    dropped_ohlc: int = 0
-    repaired_ohlc: int = 0
-    zero_volume: int = 0
-    was_sorted: bool = True
-
-    @property
-    def dropped(self) -> int:
-        return (
-            self.dropped_unparseable
-            + self.dropped_non_finite
-            + self.dropped_non_positive
-            + self.dropped_duplicate_date
-            + self.dropped_ohlc
-        )
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class BarSeries:
-    """One symbol's bars, oldest first, as read-only numpy arrays.
-
-    Construction validates the invariants every consumer relies on (equal lengths, strictly
-    increasing dates, finite positive prices, non-negative volume, high/low bounding
-    open/close), so a BarSeries in hand is always safe to replay or featurise.
-    """
-
-    symbol: str
-    dates: np.ndarray  # datetime64[D] for daily bars; datetime64[s] (bar open) if sub-daily
-    open: np.ndarray
-    high: np.ndarray
-    low: np.ndarray
-    close: np.ndarray
-    volume: np.ndarray
-    report: CleaningReport | None = field(default=None)
-
-    def __post_init__(self) -> None:
-        if not self.symbol:
-            raise ValueError("symbol must be non-empty")
-        raw = np.asarray(self.dates)
-        unit = np.datetime_data(raw.dtype)[0] if raw.dtype.kind == "M" else "D"
-        # whole days stay days; anything finer is a sub-daily bar time, kept to the second
-        dates = np.array(
-            raw, dtype="datetime64[D]" if unit in ("Y", "M", "W", "D") else "datetime64[s]"
-        )
-        if dates.ndim != 1:
-            raise ValueError(f"dates must be 1-D, got shape {dates.shape}")
-        n = dates.shape[0]
-        if n > 1 and not (np.diff(dates) > np.timedelta64(0, "D")).all():
-            raise ValueError("dates must be strictly increasing")
-        dates.setflags(write=False)
-        object.__setattr__(self, "dates", dates)
-        for name in _FIELDS:
-            arr = np.array(getattr(self, name), dtype=np.float64)
-            if arr.shape != (n,):
-                raise ValueError(f"{name} must have shape ({n},), got {arr.shape}")
-            if not np.isfinite(arr).all():
-                raise ValueError(f"{name} contains non-finite values")
-            arr.setflags(write=False)
-            object.__setattr__(self, name, arr)
-        for name in _PRICE_FIELDS:
-            if (getattr(self, name) <= 0).any():
-                raise ValueError(f"{name} must be > 0")
-        if (self.volume < 0).any():
-            raise ValueError("volume must be >= 0")
-        lo = np.minimum(self.open, self.close)
-        hi = np.maximum(self.open, self.close)
-        if (self.low > lo).any() or (self.high < hi).any():
-            raise ValueError("OHLC inconsistent: high/low do not bound open/close")
-
-    def __len__(self) -> int:
-        return int(self.dates.shape[0])
-
-    def take(self, index: slice | np.ndarray) -> BarSeries:
-        """A sub-series (slice or sorted index/mask); keeps the symbol and cleaning report."""
-        return BarSeries(
-            symbol=self.symbol,
-            dates=self.dates[index],
-            open=self.open[index],
-            high=self.high[index],
-            low=self.low[index],
-            close=self.close[index],
-            volume=self.volume[index],
-            report=self.report,
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,6 +260,60 @@ def load_dataset(name: str) -> BarSeries:
         ) from None
     with gzip.open(spec.path(), "rt", newline="") as fh:
         return _read_csv(fh, spec)
+
+
+# --- every source kind, by name ------------------------------------------------------------
+
+
+def _synthetic_source(arg: str, synthetic_bars: int, seed: int) -> BarSeries:
+    """``synthetic[:SEED]``: generate_market with planted structure (symbol SYN<seed>)."""
+    sym_seed = int(arg) if arg else seed
+    series, _ = generate_market(
+        SyntheticConfig(n_bars=synthetic_bars, seed=sym_seed, symbol=f"SYN{sym_seed}")
+    )
+    return series
+
+
+def _recorded_source(arg: str, synthetic_bars: int, seed: int) -> BarSeries:
+    """``recorded:FILE.npz[:SYMBOL]``: bars captured from md.bars by `geodesic record`; the
+    symbol may be left out when the file holds one."""
+    name = f"recorded:{arg}"
+    if not arg:
+        raise ValueError(f"{name}: name the file, as recorded:FILE.npz[:SYMBOL]")
+    path, _, symbol = arg.partition(".npz:")
+    path = path if path.endswith(".npz") or not symbol else path + ".npz"
+    recorded = load_bars_npz(path if symbol else arg)
+    if not symbol:
+        if len(recorded) != 1:
+            raise ValueError(f"{name}: holds {sorted(recorded)}; name one as {name}:SYMBOL")
+        return next(iter(recorded.values()))
+    if symbol not in recorded:
+        raise ValueError(f"{name}: no symbol {symbol!r} (has {sorted(recorded)})")
+    return recorded[symbol]
+
+
+#: Source kinds besides the registered data sets: ``KIND[:ARG]`` -> loader(ARG,
+#: synthetic_bars, seed). The two numbers only matter to generated sources.
+SOURCE_KINDS: dict[str, Callable[[str, int, int], BarSeries]] = {
+    "synthetic": _synthetic_source,
+    "recorded": _recorded_source,
+}
+
+
+def load_source(name: str, *, synthetic_bars: int = 3000, seed: int = 0) -> BarSeries:
+    """Bars for any source name: a registered data set (``sp500``, ``es_1min``, ...),
+    ``synthetic[:SEED]``, or ``recorded:FILE.npz[:SYMBOL]`` (see SOURCE_KINDS)."""
+    kind, _, arg = name.partition(":")
+    loader = SOURCE_KINDS.get(kind)
+    if loader is not None:
+        return loader(arg, synthetic_bars, seed)
+    if name not in DATASETS and name not in INTRADAY:
+        raise KeyError(
+            f"unknown data source {name!r}: a registered data set "
+            f"({', '.join(sorted({**DATASETS, **INTRADAY}))}), synthetic[:SEED] or "
+            "recorded:FILE.npz[:SYMBOL]"
+        )
+    return load_dataset(name)
 
 
 def _read_csv(fh: io.TextIOBase, spec: DatasetSpec) -> BarSeries:

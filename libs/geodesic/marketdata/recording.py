@@ -31,7 +31,7 @@ So the date of a recorded bar is day number ``bar_index`` since the epoch: for d
 (``bar_seconds == 86400``) that *is* the UTC date of the bar (its ``open_ts_ns`` and
 ``close_ts_ns`` day); for shorter bars it is an ordinal calendar that is strictly
 increasing per symbol and shared across symbols (one bar_index, one date), which is what
-``lifecycle.dataset.build_dataset`` uses dates for. Its sample times are then positions in
+``lifecycle.training_data.build_dataset`` uses dates for. Its sample times are then positions in
 that calendar; with no missing bar intervals, ``bar_offset = min(bar_index)`` puts them
 back in the live bar-index space. The real timestamps stay in the file.
 
@@ -55,7 +55,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from geodesic.contracts import Bar, FeatureVector, load_topics
-from geodesic.marketdata.datasets import BarSeries
+from geodesic.marketdata.series import BarSeries
 
 __all__ = [
     "FORMAT",
@@ -110,7 +110,6 @@ class _Recorder(Generic[C]):
     """Dedup by (symbol, bar_index), first wins; subclasses say what fits and how to write."""
 
     kind: ClassVar[RecordKind]
-    model: ClassVar[type[Bar] | type[FeatureVector]]
     #: Processing-time fields: they differ between re-emissions of the same event.
     processing_fields: ClassVar[frozenset[str]]
 
@@ -146,12 +145,12 @@ class _Recorder(Generic[C]):
             self.stats.rejected["empty"] += 1
             return False
         try:
-            item = self.model.model_validate_json(raw)
+            item = self._parse(raw)
         except ValidationError:
             self.stats.received += 1
             self.stats.rejected["invalid"] += 1
             return False
-        return self.add(item)  # type: ignore[arg-type]
+        return self.add(item)
 
     def items(self) -> list[C]:
         """Kept records sorted by (symbol, bar_index)."""
@@ -186,6 +185,10 @@ class _Recorder(Generic[C]):
     def _columns(self, items: list[C]) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
+    def _parse(self, raw: bytes | str) -> C:
+        """The record's contract model (raises ValidationError)."""
+        raise NotImplementedError
+
 
 class BarRecorder(_Recorder[Bar]):
     """Closed bars of one ``bar_seconds`` (bar_index means nothing across bar lengths).
@@ -195,12 +198,14 @@ class BarRecorder(_Recorder[Bar]):
     """
 
     kind = "bars"
-    model = Bar
     processing_fields = frozenset({"emitted_ts_ns"})
 
     def __init__(self, bar_seconds: int | None = None) -> None:
         super().__init__()
         self.bar_seconds = bar_seconds
+
+    def _parse(self, raw: bytes | str) -> Bar:
+        return Bar.model_validate_json(raw)
 
     def _misfit(self, item: Bar) -> str | None:
         if self.bar_seconds is None:
@@ -224,13 +229,15 @@ class FeatureRecorder(_Recorder[FeatureVector]):
     """
 
     kind = "features"
-    model = FeatureVector
     processing_fields = frozenset({"hops"})
 
     def __init__(self, schema_hash: str | None = None) -> None:
         super().__init__()
         self.schema_hash = schema_hash
         self.n_features: int | None = None
+
+    def _parse(self, raw: bytes | str) -> FeatureVector:
+        return FeatureVector.model_validate_json(raw)
 
     def _misfit(self, item: FeatureVector) -> str | None:
         if self.schema_hash is None:
@@ -323,7 +330,7 @@ def read_recording(
 
 
 def load_bars_npz(path: str | os.PathLike[str]) -> dict[str, BarSeries]:
-    """One validated ``BarSeries`` per symbol, ready for ``lifecycle.dataset.build_dataset``.
+    """One validated ``BarSeries`` per symbol, ready for ``lifecycle.training_data.build_dataset``.
 
     Dates are day ``bar_index`` since the epoch (module docstring): the real date for
     daily bars, an ordinal calendar shared by all symbols for shorter ones.

@@ -44,7 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from geodesic.contracts import Tick
 from geodesic.contracts.reasons import RejectReason
-from geodesic.marketdata.datasets import BarSeries
+from geodesic.marketdata.datasets import BarSeries, Trades
 
 __all__ = [
     "FaultInjector",
@@ -210,6 +210,53 @@ def _replay_ticks(
                 size=float(sizes[k]),
             )
             seq += 1
+
+
+def trade_ticks(
+    trades: Trades,
+    *,
+    symbol: str,
+    t0_ns: int,
+    tick_size: float,
+    venue: str = "REPLAY",
+    speed: float = 1.0,
+    seq_start: int = 0,
+) -> Iterator[Tick]:
+    """Real trades as ticks: each trade is a tick whose ``last`` is the trade price.
+
+    The trades carry no quotes, so the quote is modelled: a one-tick spread with the trade
+    on the side the tick rule (Lee-Ready) gives it: a trade above the previous price hit
+    the ask (bid = price - tick), below it hit the bid (ask = price + tick), at the same
+    price it keeps the previous side; the first trade is taken at the bid. Times keep the
+    trades' own spacing, divided by ``speed``, from ``t0_ns``: with ``speed`` 1 and ``t0_ns``
+    congruent to the first trade modulo a bar, the bars the feature service builds from
+    these ticks are the data set's time bars (tested).
+    """
+    if tick_size <= 0 or speed <= 0:
+        raise ValueError(f"tick_size ({tick_size}) and speed ({speed}) must be > 0")
+    if len(trades.ts_ns) == 0:
+        return
+    first = int(trades.ts_ns[0])
+    at_ask = False
+    previous = float(trades.price[0])
+    for k in range(len(trades.ts_ns)):
+        price = float(trades.price[k])
+        if price > previous:
+            at_ask = True
+        elif price < previous:
+            at_ask = False
+        previous = price
+        bid, ask = (price - tick_size, price) if at_ask else (price, price + tick_size)
+        yield Tick(
+            venue=venue,
+            symbol=symbol,
+            seq=seq_start + k,
+            ts_ns=t0_ns + int((int(trades.ts_ns[k]) - first) / speed),
+            bid=max(bid, tick_size),  # a price one tick above zero keeps a positive bid
+            ask=ask,
+            last=price,
+            size=float(trades.size[k]),
+        )
 
 
 def encode_ticks(ticks: Iterable[Tick]) -> Iterator[Message]:

@@ -127,8 +127,9 @@ class SequenceTracker:
 
     def snapshot(self) -> dict[str, Any]:
         """JSON-able state, least recently used first, so restore keeps the LRU order."""
-        entries = [(venue, symbol, seq) for (venue, symbol), seq in self._last.items()]
-        return _Snapshot(entries=entries).model_dump(mode="json")
+        # by hand, as _Snapshot would dump it: this runs at every checkpoint
+        entries = [[venue, symbol, seq] for (venue, symbol), seq in self._last.items()]
+        return {"format": SNAPSHOT_FORMAT, "entries": entries}
 
     def restore(self, state: dict[str, Any]) -> None:
         """Replace the state with a snapshot; keeps the newest ``max_keys`` if it is larger."""

@@ -27,7 +27,7 @@ from typing import Annotated
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from geodesic.marketdata.datasets import BarSeries
+from geodesic.marketdata.series import BarSeries
 
 __all__ = ["Regime", "SyntheticConfig", "SyntheticTruth", "generate_market"]
 

@@ -9,6 +9,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from geodesic.control.audit import format_ns
+
 __all__ = ["format_ns", "jsonable", "mask_url", "parse_time", "scrub"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -52,14 +54,6 @@ def parse_time(text: str, now_ns: int) -> int:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return (dt - _EPOCH) // timedelta(microseconds=1) * 1000
-
-
-def format_ns(ns: int | None) -> str:
-    """ISO-8601 UTC with microseconds ("-" for none): what people read in tables."""
-    if not ns:
-        return "-"
-    dt = _EPOCH + timedelta(microseconds=ns // 1000)
-    return dt.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def mask_url(url: str) -> str:

@@ -39,6 +39,8 @@ class ServiceProbe:
     lag: int | None = None
     lag_error: str | None = None
     last_input_ns: int | None = None  # e.g. the collector's last accepted tick
+    #: the feature service's warm-up: bars needed, symbols ready, symbols still warming
+    warmup: Mapping[str, Any] | None = None
 
 
 def _state(p: ServiceProbe) -> tuple[State, str]:
@@ -70,9 +72,22 @@ def service_rows(probes: Iterable[ServiceProbe], now_ns: int) -> list[dict[str, 
                 "last_seen": format_ns(seen) if seen else None,
                 "last_seen_age_s": None if not seen else round((now_ns - seen) / 1e9, 3),
                 "last_input": format_ns(p.last_input_ns) if p.last_input_ns else None,
+                "warmup": dict(p.warmup) if p.warmup else None,
             }
         )
     return rows
+
+
+def warmup_line(warmup: Mapping[str, Any]) -> str:
+    """'2 symbols scoring; warming (bars of 50): QQQ 12, SPY 49' for the status table."""
+    need = warmup.get("bars_needed")
+    warming = dict(warmup.get("symbols_warming") or {})
+    text = f"{warmup.get('symbols_ready', 0)} symbols scoring"
+    if warming:
+        shown = ", ".join(f"{s} {n}" for s, n in sorted(warming.items())[:8])
+        more = f" (+{len(warming) - 8} more)" if len(warming) > 8 else ""
+        text += f"; warming (bars of {need}): {shown}{more}"
+    return text
 
 
 def services_ok(rows: Iterable[Mapping[str, Any]]) -> bool:

@@ -8,7 +8,9 @@ scored any (symbol, bar_index) at that time, exactly as the scorer decided it li
 Entry formats replayed (kind: from -> to):
 - PROMOTE  {"active": old} -> {"active": new} (promote: old becomes previous), or
            {slot: old} -> {slot: new} from set_slot (shadow / previous; null clears)
-- ROLLOUT  repr(Rollout(...)) -> repr(Rollout(...)) (a dict is accepted too)
+- ROLLOUT  repr(Rollout(...)) -> repr(Rollout(...)) (a dict is accepted too); an
+           automatic ramp's transition (geodesic.rollout) is a ROLLOUT entry whose `to`
+           is {"phase", "step", ...}: it changes no flag, it says which ramp step served
 - ROLLBACK {...} -> {"active": a, "rollout": "disabled", "cooldown_until_ns": t}
 - COOLDOWN t -> 0;  KILL_SWITCH bool -> bool;  HALT state -> state (symbol field: per
   symbol, else global);  MODE_SWITCH is a note only.
@@ -16,12 +18,11 @@ Entry formats replayed (kind: from -> to):
 
 from __future__ import annotations
 
-import ast
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from geodesic.control.audit import AuditEvent, decode_value
 from geodesic.control.state import ControlSnapshot, Rollout, TradingState
 from geodesic.operations.common import format_ns
 
@@ -39,84 +40,8 @@ __all__ = [
 MODEL_KINDS = frozenset({"PROMOTE", "ROLLOUT", "ROLLBACK"})
 
 
-def _rollout_repr(text: str) -> dict[str, Any] | None:
-    """Rollout(mode='canary', ...) -> its fields, by literal evaluation only (no eval)."""
-    try:
-        node = ast.parse(text.strip(), mode="eval").body
-    except SyntaxError:
-        return None
-    if not (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Rollout"):
-        return None
-    try:
-        return {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords if kw.arg}
-    except ValueError:
-        return None
-
-
-def decode_value(raw: str | None) -> Any:
-    """An audit from/to field as data: JSON, with a Rollout repr turned into a dict."""
-    if raw is None or raw == "":
-        return None
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        value = raw
-    if isinstance(value, str) and value.startswith("Rollout("):
-        return _rollout_repr(value) or value
-    return value
-
-
-@dataclass(frozen=True, slots=True)
-class AuditEvent:
-    """One audit entry, decoded; ``id`` is the stream id (the commit order)."""
-
-    id: str
-    ts_ns: int
-    kind: str
-    actor: str
-    reason: str
-    symbol: str | None
-    before: Any
-    after: Any
-    event_id: str = ""
-
-    @classmethod
-    def from_fields(cls, rec: Mapping[str, str]) -> AuditEvent:
-        sid = rec.get("id", "") or ""
-        ts = rec.get("ts_ns") or ""
-        if ts.isdigit():
-            ts_ns = int(ts)
-        else:  # fall back to the stream id's server milliseconds
-            head = sid.split("-", 1)[0]
-            ts_ns = int(head) * 1_000_000 if head.isdigit() else 0
-        return cls(
-            id=sid,
-            ts_ns=ts_ns,
-            kind=rec.get("kind", "") or "",
-            actor=rec.get("actor", "") or "",
-            reason=rec.get("reason", "") or "",
-            symbol=rec.get("symbol") or None,
-            before=decode_value(rec.get("from")),
-            after=decode_value(rec.get("to")),
-            event_id=rec.get("event_id", "") or "",
-        )
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "ts_ns": self.ts_ns,
-            "time": format_ns(self.ts_ns),
-            "kind": self.kind,
-            "symbol": self.symbol,
-            "actor": self.actor,
-            "reason": self.reason,
-            "from": self.before,
-            "to": self.after,
-            "event_id": self.event_id,
-        }
-
-
 def parse_events(records: Iterable[Mapping[str, str]]) -> list[AuditEvent]:
+    """Audit records as read by ControlPlane.audit_log / audit_range, decoded."""
     return [AuditEvent.from_fields(r) for r in records]
 
 
@@ -141,11 +66,11 @@ def filter_events(
 
 
 def _as_rollout(value: Any, current: Rollout) -> Rollout:
-    if not isinstance(value, Mapping):
-        return current
-    mode = value.get("mode") or "disabled"
+    if not isinstance(value, Mapping) or "phase" in value:
+        return current  # not a rollout (a ramp's transition: its flags come separately)
+    mode = value.get("mode")
     return Rollout(
-        mode=mode if mode in ("disabled", "canary", "full") else "disabled",
+        mode="canary" if mode == "canary" else "full" if mode == "full" else "disabled",
         canary_fraction=float(value.get("canary_fraction") or 0.0),
         seed=int(value.get("seed") or 0),
         candidate=value.get("candidate") or None,
@@ -202,6 +127,8 @@ class ReplayResult:
     last_model_change: AuditEvent | None
     first_ts_ns: int | None
     events: list[AuditEvent] = field(default_factory=list)
+    #: the automatic ramp's last transition up to then ({"phase", "step", ...}), if any
+    ramp: Mapping[str, Any] | None = None
 
 
 def replay(events: Iterable[AuditEvent], at_ns: int | None = None) -> ReplayResult:
@@ -211,6 +138,7 @@ def replay(events: Iterable[AuditEvent], at_ns: int | None = None) -> ReplayResu
     applied: list[AuditEvent] = []
     last_model: AuditEvent | None = None
     first: int | None = None
+    ramp: Mapping[str, Any] | None = None
     for e in events:
         first = e.ts_ns if first is None else min(first, e.ts_ns)
         if at_ns is not None and e.ts_ns > at_ns:
@@ -219,7 +147,9 @@ def replay(events: Iterable[AuditEvent], at_ns: int | None = None) -> ReplayResu
         applied.append(e)
         if e.kind in MODEL_KINDS:
             last_model = e
-    return ReplayResult(snap, len(applied), last_model, first, applied)
+        if e.kind == "ROLLOUT" and isinstance(e.after, Mapping) and "phase" in e.after:
+            ramp = {**e.after, "reason": e.reason}
+    return ReplayResult(snap, len(applied), last_model, first, applied, ramp)
 
 
 def rollout_dict(r: Rollout) -> dict[str, Any]:
@@ -266,6 +196,7 @@ def model_at(
         "cooldown_until_ns": snap.cooldown_until_ns or None,
         "last_model_change": res.last_model_change.as_dict() if res.last_model_change else None,
         "route": None,
+        "ramp": res.ramp,
     }
     if bar_index is not None:
         model, route = snap.route(symbol, bar_index)
@@ -300,6 +231,11 @@ def describe_answer(doc: Mapping[str, Any]) -> str:
         lines.append(
             f"  canary: candidate {r['candidate']} on {r['canary_fraction']:.2%} of bars "
             f"(seed {r['seed']}); the rest on {doc['active'] or '(none)'}"
+        )
+    ramp = doc.get("ramp")
+    if ramp and ramp.get("phase") in ("ANALYSING", "PAUSED"):
+        lines.append(
+            f"  automatic ramp: step {ramp.get('step')} {ramp['phase']} ({ramp.get('reason', '')})"
         )
     if doc.get("shadow"):
         lines.append(f"  shadow: {doc['shadow']} (never reaches executors)")

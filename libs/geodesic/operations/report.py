@@ -21,9 +21,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from geodesic.control.audit import AuditEvent
 from geodesic.control.state import ControlSnapshot
 from geodesic.operations.common import format_ns, jsonable
-from geodesic.operations.history import AuditEvent
 from geodesic.operations.status import build_status
 
 __all__ = [
@@ -168,7 +168,8 @@ def build_report(
         "latency": {"available": bool(latency), "rows": list(latency or [])},
         "notes": notes,
     }
-    return jsonable(doc)
+    out: dict[str, Any] = jsonable(doc)
+    return out
 
 
 # ---- files -----------------------------------------------------------------------------

@@ -12,9 +12,10 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from geodesic.control.audit import AuditEvent
 from geodesic.control.state import ControlSnapshot
 from geodesic.operations.common import format_ns, jsonable
-from geodesic.operations.history import AuditEvent, rollout_dict
+from geodesic.operations.history import rollout_dict
 from geodesic.risk.guards import RolloutGuardConfig
 
 __all__ = ["build_status", "drift_view", "shadow_view", "winrate_view"]
@@ -104,7 +105,9 @@ def drift_view(
     return {"available": True, "features": rows, "alarms": alarms, "note": ""}
 
 
-def shadow_view(shadow_stats: Mapping[str, Any] | None, snapshot: ControlSnapshot) -> dict:
+def shadow_view(
+    shadow_stats: Mapping[str, Any] | None, snapshot: ControlSnapshot
+) -> dict[str, Any]:
     """Shadow match rate (same side as live), mean |score delta|, parity failures."""
     if not shadow_stats:
         return {
@@ -173,4 +176,5 @@ def build_status(
         "risk_actions": list(risk.get("actions") or []),
         "shadow": shadow_view(shadow_stats, s),
     }
-    return jsonable(doc)
+    out: dict[str, Any] = jsonable(doc)
+    return out

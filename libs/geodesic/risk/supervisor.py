@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -62,6 +64,18 @@ class SetTradingState:
 Action = Rollback | SetTradingState
 
 
+class DriftReferenceLike(Protocol):
+    """What a drift monitor needs of lifecycle.drift.DriftReference (the risk package does
+    not depend on the training lifecycle)."""
+
+    @property
+    def doc(self) -> Mapping[str, Any]: ...
+
+    def incremental_psi(self, name: str, *, window: int | None = None) -> IncrementalPSI: ...
+
+    def incremental_ks(self, name: str, *, window: int | None = None) -> IncrementalKS: ...
+
+
 @dataclass
 class DriftMonitor:
     """Windowed PSI/KS per feature against one model's drift reference."""
@@ -75,17 +89,21 @@ class DriftMonitor:
     lookback: dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def from_reference(cls, model_id: str, ref: object, window: int = 500) -> DriftMonitor:
+    def from_reference(
+        cls, model_id: str, ref: DriftReferenceLike, window: int = 500
+    ) -> DriftMonitor:
         """Monitors for the model features of a lifecycle.drift.DriftReference."""
-        names = list(ref.doc["feature_names"])  # type: ignore[attr-defined]
+        doc = ref.doc
+        names = list(doc["feature_names"])
+        features = doc["features"]
         return cls(
             model_id=model_id,
             names=names,
-            psi={n: ref.incremental_psi(n, window=window) for n in names},  # type: ignore[attr-defined]
-            ks={n: ref.incremental_ks(n, window=window) for n in names},  # type: ignore[attr-defined]
-            ref_n={n: int(ref.doc["features"][n]["n"]) for n in names},  # type: ignore[attr-defined]
-            lookback={n: int(ref.doc["features"][n].get("lookback_bars", 1)) for n in names},  # type: ignore[attr-defined]
-            bins=int(ref.doc["psi_bins"]),  # type: ignore[attr-defined]
+            psi={n: ref.incremental_psi(n, window=window) for n in names},
+            ks={n: ref.incremental_ks(n, window=window) for n in names},
+            ref_n={n: int(features[n]["n"]) for n in names},
+            lookback={n: int(features[n].get("lookback_bars", 1)) for n in names},
+            bins=int(doc["psi_bins"]),
         )
 
     def update(self, values: list[float]) -> None:
@@ -170,7 +188,12 @@ class SupervisorState:
     def winrate(self, route: str, model_id: str | None) -> RollingWinRate:
         return self.winrates.get((route, model_id or ""), RollingWinRate(self.window))
 
-    def evaluate(self, snap: ControlSnapshot, now_ns: int) -> list[Action]:
+    def evaluate(
+        self, snap: ControlSnapshot, now_ns: int, *, canary_judged_by_plan: bool = False
+    ) -> list[Action]:
+        """The guards' actions. With `canary_judged_by_plan`, a rollout plan's sequential
+        test judges the canary's win rate (geodesic.rollout) and the fixed-level test here,
+        which inflates false rollbacks when looked at every interval, stands aside."""
         cfg = self.cfg
         actions: list[Action] = []
         rollout_key = (snap.rollout.mode, snap.rollout.candidate, snap.active)
@@ -182,11 +205,12 @@ class SupervisorState:
 
         base = self.winrate("active", snap.active).value()
         canary = self.winrate("canary", snap.rollout.candidate).value()
-        d_canary = (
-            canary_vs_baseline(base.wins, base.n, canary.wins, canary.n, cfg)
-            if in_flight
-            else GuardDecision("canary_winrate", "ok", "no canary in flight")
-        )
+        if not in_flight:
+            d_canary = GuardDecision("canary_winrate", "ok", "no canary in flight")
+        elif canary_judged_by_plan:
+            d_canary = GuardDecision("canary_winrate", "ok", "judged by the rollout plan")
+        else:
+            d_canary = canary_vs_baseline(base.wins, base.n, canary.wins, canary.n, cfg)
         d_parity = parity_decision(
             self.parity_failures_seen - (self.parity_failures_at_last_rollout or 0), cfg
         )

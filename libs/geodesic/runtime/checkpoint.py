@@ -16,6 +16,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from aiokafka import TopicPartition
+from redis.typing import EncodableT, FieldT
 
 from geodesic.control.keys import Keys
 from geodesic.runtime.pipeline import Position
@@ -37,13 +38,23 @@ class CheckpointStore:
         doc = json.loads(raw)
         return Position(int(doc["offset"]), doc.get("fp")), doc["state"]
 
-    async def save_many(self, entries: dict[TopicPartition, tuple[int, dict[str, Any]]]) -> None:
-        if not entries:
+    async def save_many(
+        self,
+        entries: dict[TopicPartition, tuple[int, dict[str, Any]]],
+        *,
+        hashes: dict[str, dict[FieldT, EncodableT]] | None = None,
+    ) -> None:
+        """Write the checkpoints, and any ``hashes`` fields (HSET key -> mapping) the
+        service keeps beside them, in one transaction: one round trip per batch."""
+        hashes = {k: v for k, v in (hashes or {}).items() if v}
+        if not entries and not hashes:
             return
         pipe = self.redis.pipeline(transaction=True)
         for tp, (offset, state) in entries.items():
             doc = {"offset": int(offset), "fp": _fingerprint(offset), "state": state}
             pipe.set(self.key(tp), json.dumps(doc))
+        for key, mapping in hashes.items():
+            pipe.hset(key, mapping=mapping)
         await pipe.execute()
 
     async def clear(self, tps: list[TopicPartition]) -> None:

@@ -17,7 +17,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 import redis.asyncio as aioredis
 from aiokafka import TopicPartition
@@ -105,7 +105,8 @@ class Service(ABC, Generic[S]):
     settings_class: ClassVar[type[ServiceSettings]]
 
     def __init__(self, settings: S | None = None) -> None:
-        self.settings: S = settings or self.settings_class()  # type: ignore[assignment]
+        # settings_class is the service's own S; a ClassVar cannot name the type variable
+        self.settings: S = settings if settings is not None else cast(S, self.settings_class())
         self.registry = CollectorRegistry()
         self.dead_letters = DeadLetterSink(
             self.settings.dlq_topic, self.registry, service=self.spec.name

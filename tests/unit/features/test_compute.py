@@ -1,3 +1,4 @@
+import base64
 import json
 import math
 
@@ -19,6 +20,7 @@ from geodesic.features import (
     schema_hash,
     warmup_bars,
 )
+from geodesic.features.compute import SNAPSHOT_FORMAT_V1
 
 SEC = 1_000_000_000
 
@@ -374,6 +376,18 @@ def test_snapshot_restore_mid_stream_gives_identical_output(cut, seed):
     assert got == expected
 
 
+def v1_snapshot(engine: FeatureEngine) -> dict:
+    """The format /1 snapshot (JSON float lists) older checkpoints hold."""
+    return {
+        "format": SNAPSHOT_FORMAT_V1,
+        "schema_hash": engine.schema_hash,
+        "symbols": {
+            symbol: {"last_bar_index": state.last_bar_index, "history": state.history()}
+            for symbol, state in engine._states.items()
+        },
+    }
+
+
 def test_restore_refuses_another_schema_or_a_corrupt_history():
     engine = FeatureEngine()
     for bar in make_bars(make_series(5)):
@@ -381,14 +395,65 @@ def test_restore_refuses_another_schema_or_a_corrupt_history():
     state = engine.snapshot()
     with pytest.raises(ValueError, match="schema_hash"):
         FeatureEngine(FeatureParams(rsi_window=10)).restore(state)
-    ragged = json.loads(json.dumps(state))
+    with pytest.raises(ValueError, match="unsupported snapshot format"):
+        FeatureEngine().restore({**state, "format": "geodesic.features.feature_engine/9"})
+    short = json.loads(json.dumps(state))
+    short["symbols"]["ES"]["bars"] += 1
+    with pytest.raises(ValueError, match="equal length"):
+        FeatureEngine().restore(short)
+    not_b64 = json.loads(json.dumps(state))
+    not_b64["symbols"]["ES"]["history_f64"] = "not base64!"
+    with pytest.raises(ValueError, match="base64"):
+        FeatureEngine().restore(not_b64)
+    too_long = json.loads(json.dumps(state))
+    too_long["symbols"]["ES"]["bars"] = WARMUP_BARS + 1
+    too_long["symbols"]["ES"]["history_f64"] = base64.b64encode(
+        np.ones((5, WARMUP_BARS + 1)).tobytes()
+    ).decode()
+    with pytest.raises(ValueError, match="window"):
+        FeatureEngine().restore(too_long)
+
+    old = v1_snapshot(engine)  # the same checks hold for format /1 checkpoints
+    ragged = json.loads(json.dumps(old))
     ragged["symbols"]["ES"]["history"][0].append(1.0)
     with pytest.raises(ValueError, match="equal length"):
         FeatureEngine().restore(ragged)
-    too_long = json.loads(json.dumps(state))
+    too_long = json.loads(json.dumps(old))
     too_long["symbols"]["ES"]["history"] = [[1.0] * (WARMUP_BARS + 1)] * 5
     with pytest.raises(ValueError, match="window"):
         FeatureEngine().restore(too_long)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 130), st.integers(0, 2**32 - 1))
+def test_a_format_1_checkpoint_restores_the_same_state_as_format_2(cut, seed):
+    bars = make_bars(make_series(130, seed=seed)) + make_bars(make_series(90, seed=seed + 1), "NQ")
+    bars.sort(key=lambda b: (b.bar_index, b.symbol))
+    first = FeatureEngine()
+    for b in bars[:cut]:
+        first.on_bar(b)
+    from_v1, from_v2 = FeatureEngine(), FeatureEngine()
+    from_v1.restore(json.loads(json.dumps(v1_snapshot(first))))
+    from_v2.restore(json.loads(json.dumps(first.snapshot())))
+    assert from_v1.snapshot() == from_v2.snapshot() == first.snapshot()
+    assert [from_v1.on_bar(b) for b in bars[cut:]] == [from_v2.on_bar(b) for b in bars[cut:]]
+
+
+def test_a_snapshot_re_encodes_only_symbols_that_closed_a_bar():
+    es, nq = make_bars(make_series(60)), make_bars(make_series(60, seed=1), "NQ")
+    engine = FeatureEngine()
+    for a, b in zip(es[:30], nq[:30], strict=True):
+        engine.on_bar(a)
+        engine.on_bar(b)
+    before = engine.snapshot()
+    engine.on_bar(es[30])
+    after = engine.snapshot()
+    assert after["symbols"]["NQ"] == before["symbols"]["NQ"]
+    assert after["symbols"]["ES"] != before["symbols"]["ES"]
+    assert after["symbols"]["ES"]["bars"] == 31
+    reference = FeatureEngine()  # a cached entry is exactly what a fresh encode gives
+    reference.restore(json.loads(json.dumps(after)))
+    assert reference.snapshot() == after
 
 
 def test_custom_parameters_apply_to_both_paths():

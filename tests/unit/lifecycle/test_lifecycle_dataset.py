@@ -4,7 +4,7 @@ import pytest
 from geodesic.contracts import Bar
 from geodesic.features.compute import FEATURE_NAMES, SCHEMA_HASH, WARMUP_BARS, FeatureEngine
 from geodesic.lifecycle.config import DatasetConfig, TrainConfig
-from geodesic.lifecycle.dataset import (
+from geodesic.lifecycle.training_data import (
     BAND,
     build_dataset,
     forward_labels,

@@ -9,9 +9,9 @@ from lifecycle_helpers import small_config
 
 from geodesic.lifecycle.baselines import LogisticRegression, MomentumRule
 from geodesic.lifecycle.config import DatasetConfig, TrainConfig
-from geodesic.lifecycle.dataset import build_dataset, load_training_dataset
 from geodesic.lifecycle.evaluation import cross_validate, make_folds
-from geodesic.lifecycle.reports import OfflineReport, load_report
+from geodesic.lifecycle.offline_report import OfflineReport, load_report
+from geodesic.lifecycle.training_data import build_dataset, load_training_dataset
 from geodesic.marketdata.synthetic import SyntheticConfig, generate_market
 from lorentzcore.model import AnalogModel
 from lorentzcore.validation import FoldArtifactDir, FoldReuseError, no_information_overlap

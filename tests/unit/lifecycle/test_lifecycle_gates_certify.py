@@ -7,11 +7,11 @@ from pydantic import ValidationError
 
 from geodesic.lifecycle.certify import apply_operating_point, certify_model
 from geodesic.lifecycle.config import GateThresholds
-from geodesic.lifecycle.dataset import load_training_dataset
 from geodesic.lifecycle.drift import RADIUS_KEY, DriftReference
 from geodesic.lifecycle.evaluation import auc_standard_error
-from geodesic.lifecycle.gates import all_passed, offline_gates
+from geodesic.lifecycle.offline_gates import all_passed, offline_gates
 from geodesic.lifecycle.registry import load_manifest, load_verified
+from geodesic.lifecycle.training_data import load_training_dataset
 from lorentzcore.metrics import psi
 
 

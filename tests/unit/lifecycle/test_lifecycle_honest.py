@@ -13,10 +13,10 @@ from lifecycle_helpers import small_config
 
 from geodesic.lifecycle import statistics as st
 from geodesic.lifecycle.config import DatasetConfig, TrainConfig
-from geodesic.lifecycle.dataset import build_dataset
 from geodesic.lifecycle.evaluation import cross_validate
-from geodesic.lifecycle.gates import all_passed, failures, offline_gates
+from geodesic.lifecycle.offline_gates import all_passed, failures, offline_gates
 from geodesic.lifecycle.training import offline_report
+from geodesic.lifecycle.training_data import build_dataset
 from geodesic.marketdata.datasets import BarSeries
 
 

@@ -7,8 +7,8 @@ import pytest
 from lifecycle_helpers import small_config
 
 from geodesic.lifecycle.config import DatasetConfig
-from geodesic.lifecycle.dataset import load_training_dataset
 from geodesic.lifecycle.evaluation import cross_validate
+from geodesic.lifecycle.training_data import load_training_dataset
 from geodesic.marketdata.datasets import (
     INTRADAY,
     DatasetUnavailableError,

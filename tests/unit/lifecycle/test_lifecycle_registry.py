@@ -17,6 +17,7 @@ from geodesic.lifecycle.registry import (
     load_manifest,
     load_verified,
     sign_model_dir,
+    staging_dir,
     verify_model_dir,
 )
 from geodesic.lifecycle.signing import (
@@ -27,6 +28,7 @@ from geodesic.lifecycle.signing import (
     resolve_signing_key,
 )
 from lorentzcore.model import AnalogModel
+from lorentzcore.model_id import is_model_id
 
 
 def _all_files(d: Path) -> list[str]:
@@ -191,3 +193,15 @@ def test_uninformative_spread_is_excluded_and_recorded_but_monitored_as_live(mod
     assert spec["feature_mask"][names.index("spread_bp")] is False
     drift = json.loads((model_dir / "drift_reference.json").read_text())
     assert drift["features"]["spread_bp"]["std"] > 0.01
+
+
+@pytest.mark.parametrize("model_id", ["..", ".", "a/b", "", "x" * 129, "bad id"])
+def test_registry_refuses_a_model_id_that_is_not_one_directory_name(tmp_path, model_id):
+    assert not is_model_id(model_id)
+    with pytest.raises(ValueError, match="model id"):
+        staging_dir(tmp_path / "registry", model_id)
+
+
+def test_a_model_id_of_path_safe_characters_is_accepted(tmp_path):
+    assert is_model_id("demo-active_2.v1") and is_model_id("x" * 128)
+    assert staging_dir(tmp_path / "registry", "demo-active_2.v1").is_dir()

@@ -15,6 +15,7 @@ from geodesic.marketdata.datasets import (
     available_datasets,
     clean_ohlcv,
     load_dataset,
+    load_source,
     register_dataset,
     split_by_date,
     split_fraction,
@@ -210,3 +211,18 @@ def test_split_fraction_partitions_in_order(frac):
 def test_split_fraction_rejects_empty_sides(frac):
     with pytest.raises(ValueError):
         split_fraction(_series(10), frac)
+
+
+def test_load_source_resolves_every_kind_and_names_them_when_it_cannot():
+    from geodesic.marketdata.synthetic import SyntheticConfig, generate_market
+
+    assert load_source("sp500") is load_dataset("sp500")
+    generated = load_source("synthetic:4", synthetic_bars=120)
+    expected, _ = generate_market(SyntheticConfig(n_bars=120, seed=4, symbol="SYN4"))
+    assert generated.symbol == "SYN4"
+    np.testing.assert_array_equal(generated.close, expected.close)
+    assert load_source("synthetic", synthetic_bars=120, seed=4).symbol == "SYN4"
+    with pytest.raises(KeyError, match=r"sp500.*synthetic\[:SEED\].*recorded:FILE"):
+        load_source("sp5000")
+    with pytest.raises(ValueError, match="name the file"):
+        load_source("recorded:")

@@ -5,7 +5,7 @@ from geodesic.cli.main import main
 from geodesic.contracts import Bar, FeatureVector
 from geodesic.features import WARMUP_BARS, compute_features_batch
 from geodesic.lifecycle.config import DatasetConfig
-from geodesic.lifecycle.dataset import build_dataset, training_spreads
+from geodesic.lifecycle.training_data import build_dataset, training_spreads
 from geodesic.marketdata.datasets import BarSeries
 from geodesic.marketdata.recorder import record
 from geodesic.marketdata.recording import (
@@ -382,8 +382,8 @@ async def test_record_refuses_a_declared_topic_of_the_other_kind_before_connecti
         await record(None, "md.bars", tmp_path / "x.npz", until_idle_s=0)
 
 
-def test_training_reads_a_recording_by_name(tmp_path):
-    from geodesic.lifecycle.dataset import load_series
+def test_dataset_registry_resolves_a_recording_by_name(tmp_path):
+    from geodesic.marketdata.datasets import load_source
     from geodesic.marketdata.synthetic import SyntheticConfig, generate_market
 
     series, _ = generate_market(SyntheticConfig(n_bars=80, seed=3, symbol="REC"))
@@ -408,7 +408,9 @@ def test_training_reads_a_recording_by_name(tmp_path):
             )
         )
     path = rec.to_npz(tmp_path / "session.npz")
-    loaded = load_series(f"recorded:{path}")
+    loaded = load_source(f"recorded:{path}")
     assert loaded.symbol == "REC" and len(loaded) == 80
     np.testing.assert_array_equal(loaded.close, series.close)
-    assert len(load_series(f"recorded:{path}:REC")) == 80
+    assert len(load_source(f"recorded:{path}:REC")) == 80
+    with pytest.raises(ValueError, match="no symbol"):
+        load_source(f"recorded:{path}:NOPE")

@@ -10,7 +10,15 @@ from hypothesis import strategies as st
 from collector.validation import Accepted, Rejected, ValidationPolicy, classify
 from geodesic.contracts import Tick
 from geodesic.features import BarBuilder
-from geodesic.marketdata.datasets import BarSeries, load_dataset
+from geodesic.marketdata.datasets import (
+    INTRADAY,
+    BarSeries,
+    DatasetUnavailableError,
+    Trades,
+    load_dataset,
+    load_trades,
+    time_bars,
+)
 from geodesic.marketdata.replay import (
     NS_PER_SECOND,
     FaultKind,
@@ -23,6 +31,7 @@ from geodesic.marketdata.replay import (
     publish,
     replay_messages,
     replay_ticks,
+    trade_ticks,
 )
 from geodesic.marketdata.sequencing import SequenceTracker, SeqVerdict
 from geodesic.marketdata.synthetic import SyntheticConfig, generate_market
@@ -311,3 +320,43 @@ async def test_publish_rejects_nonsense_rates():
 def test_bar_series_type_is_shared_with_datasets():
     source, _ = generate_market(SyntheticConfig(n_bars=10))
     assert isinstance(source, BarSeries)
+
+
+def _es_trades(n: int) -> Trades:
+    try:
+        path = INTRADAY["es_1min"].path()
+    except DatasetUnavailableError:
+        pytest.skip("mlfinpy is not installed (make install adds it with --no-deps)")
+    t = load_trades(path)
+    return Trades(t.ts_ns[:n], t.price[:n], t.size[:n])
+
+
+def test_real_trades_replayed_as_ticks_rebuild_the_data_sets_time_bars():
+    trades = _es_trades(6_000)
+    bar_ns = 60 * 10**9
+    first = int(trades.ts_ns[0])
+    t0 = (1_700_000_000 * 10**9 // bar_ns) * bar_ns + first % bar_ns  # same phase in the bar
+    ticks = list(trade_ticks(trades, symbol="ES", t0_ns=t0, tick_size=0.25))
+    assert [t.last for t in ticks] == trades.price.tolist()
+    assert all(t.bid < t.ask and t.bid <= t.last <= t.ask for t in ticks)
+    assert all(round((t.ask - t.bid) / 0.25) == 1 for t in ticks)  # a one-tick quote
+    builder, bars = BarBuilder(60), []
+    for t in ticks:
+        closed = builder.on_tick(t, t.ts_ns).closed
+        if closed is not None:
+            bars.append(closed)
+    expected = time_bars(trades, 60, "ES")
+    assert len(bars) == len(expected) - 1  # the last bar is still open
+    got = np.array([[b.open, b.high, b.low, b.close, b.volume] for b in bars])
+    want = np.stack([expected.open, expected.high, expected.low, expected.close, expected.volume])
+    np.testing.assert_array_equal(got, want.T[: len(bars)])
+
+
+def test_the_tick_rule_puts_upticks_at_the_ask_and_downticks_at_the_bid():
+    prices = np.array([100.0, 100.25, 100.25, 100.0, 100.0, 100.5])
+    trades = Trades(np.arange(6, dtype=np.int64) * 10**9, prices, np.ones(6))
+    ticks = list(trade_ticks(trades, symbol="ES", t0_ns=0, tick_size=0.25, speed=2.0))
+    at_ask = [t.last == t.ask for t in ticks]
+    assert at_ask == [False, True, True, False, False, True]
+    assert [t.ts_ns for t in ticks] == [k * 10**9 // 2 for k in range(6)]  # spacing / speed
+    assert [t.seq for t in ticks] == list(range(6))

@@ -7,7 +7,7 @@ from pydantic import ValidationError
 
 from collector.validation import Accepted, Rejected, RejectReason, ValidationPolicy, classify
 from geodesic.contracts import Tick
-from geodesic.marketdata.sequencing import SequenceTracker, SeqVerdict
+from geodesic.marketdata.sequencing import SequenceTracker, SeqVerdict, _Snapshot
 
 NOW = 1_700_000_000_000_000_000
 
@@ -99,6 +99,7 @@ def test_snapshot_is_json_and_restore_keeps_state_and_lru_order():
     restored = SequenceTracker(max_keys=3)
     restored.restore(state)
     assert restored.snapshot() == tracker.snapshot()
+    assert _Snapshot.model_validate(state).model_dump(mode="json") == state  # as its schema
     assert restored.observe("X", "A", 6) is SeqVerdict.DUPLICATE
     restored.observe("Z", "Z", 1)  # must evict X/B, the least recently used
     assert restored.last_seq("X", "B") is None

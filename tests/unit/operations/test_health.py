@@ -1,4 +1,4 @@
-from geodesic.operations.health import ServiceProbe, service_rows, services_ok
+from geodesic.operations.health import ServiceProbe, service_rows, services_ok, warmup_line
 
 NOW = 1_700_000_000_000_000_000
 
@@ -27,3 +27,12 @@ def test_a_process_that_runs_but_does_not_answer_is_down_and_unseen():
     (row,) = service_rows([ServiceProbe("shadow", "http://127.0.0.1:4", None, True, 12)], NOW)
     assert row["state"] == "down" and row["last_seen"] is None
     assert "no answer from http://127.0.0.1:4/health" in row["detail"]
+
+
+def test_the_feature_services_warm_up_is_shown_per_symbol():
+    warmup = {"bars_needed": 50, "symbols_ready": 1, "symbols_warming": {"SPY": 49, "QQQ": 12}}
+    (row,) = service_rows(
+        [ServiceProbe("feature", "http://127.0.0.1:3", {"ready": True}, warmup=warmup)], NOW
+    )
+    assert row["warmup"] == warmup
+    assert warmup_line(row["warmup"]) == "1 symbols scoring; warming (bars of 50): QQQ 12, SPY 49"

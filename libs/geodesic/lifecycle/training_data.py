@@ -1,5 +1,9 @@
 """Training samples from bars: the feature service's own features, forward labels, bar times.
 
+Sources are named as the market-data registry resolves them
+(``geodesic.marketdata.datasets.load_source``: registered data sets, ``synthetic[:SEED]``,
+``recorded:FILE.npz[:SYMBOL]``).
+
 Features come from ``compute_features_batch``, the code the feature service runs (bit for
 bit the streaming ``FeatureEngine``), never a copy, so a model is trained on exactly the
 vectors it will score. Row t uses bars <= t only; the label of row t uses bars t..t+h only.
@@ -30,7 +34,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -43,9 +47,8 @@ from geodesic.features.compute import (
     schema_hash,
 )
 from geodesic.lifecycle.config import DatasetConfig
-from geodesic.marketdata.datasets import BarSeries, load_dataset
+from geodesic.marketdata.datasets import BarSeries, load_source
 from geodesic.marketdata.replay import ReplayConfig
-from geodesic.marketdata.synthetic import SyntheticConfig, generate_market
 
 __all__ = [
     "LabeledDataset",
@@ -54,7 +57,6 @@ __all__ = [
     "forward_labels",
     "holdout_series",
     "live_bar_offset",
-    "load_series",
     "load_training_dataset",
     "training_series",
     "training_spreads",
@@ -118,32 +120,6 @@ def live_bar_offset(t0_ns: int, bar_seconds: int, n_training_bars: int) -> int:
     return int(start - n_training_bars)
 
 
-def load_series(name: str, *, synthetic_bars: int = 3000, seed: int = 0) -> BarSeries:
-    """A registered data set, ``synthetic[:seed]`` (generate_market with planted structure),
-    or ``recorded:FILE.npz[:SYMBOL]`` (bars captured from md.bars by `geodesic record`)."""
-    if name.startswith("recorded:"):
-        from geodesic.marketdata.recording import load_bars_npz
-
-        path, _, symbol = name.removeprefix("recorded:").partition(".npz:")
-        path = path if path.endswith(".npz") or not symbol else path + ".npz"
-        series = load_bars_npz(path if symbol else name.removeprefix("recorded:"))
-        if not symbol:
-            if len(series) != 1:
-                raise ValueError(f"{name}: holds {sorted(series)}; name one as {name}:SYMBOL")
-            return next(iter(series.values()))
-        if symbol not in series:
-            raise ValueError(f"{name}: no symbol {symbol!r} (has {sorted(series)})")
-        return series[symbol]
-    if name == "synthetic" or name.startswith("synthetic:"):
-        _, _, tail = name.partition(":")
-        sym_seed = int(tail) if tail else seed
-        series, _ = generate_market(
-            SyntheticConfig(n_bars=synthetic_bars, seed=sym_seed, symbol=f"SYN{sym_seed}")
-        )
-        return series
-    return load_dataset(name)
-
-
 def training_spreads(
     close: NDArray[np.float64], symbol: str, config: DatasetConfig
 ) -> NDArray[np.float64]:
@@ -186,6 +162,27 @@ def forward_labels(
     return fwd, y
 
 
+class _SymbolRows(NamedTuple):
+    """One symbol's kept rows, before pooling."""
+
+    X: NDArray[np.float64]
+    fwd: NDArray[np.float64]
+    y: NDArray[np.int8]
+    pos: NDArray[np.int64]
+    end: NDArray[np.int64]
+    symbols: NDArray[np.str_]
+    dates: NDArray[np.datetime64]
+
+
+_Scalar = TypeVar("_Scalar", bound=np.generic)
+
+
+def _sorted_read_only(a: NDArray[_Scalar], order: NDArray[np.intp]) -> NDArray[_Scalar]:
+    out = a[order]
+    out.setflags(write=False)
+    return out
+
+
 def build_dataset(
     series: Sequence[BarSeries],
     config: DatasetConfig,
@@ -198,7 +195,7 @@ def build_dataset(
     if len(set(symbols)) != len(symbols):
         raise ValueError(f"duplicate symbols in {symbols}")
     calendar = np.unique(np.concatenate([s.dates for s in series]))
-    parts: list[tuple[Any, ...]] = []
+    parts: list[_SymbolRows] = []
     for s in series:
         spreads = training_spreads(s.close, s.symbol, config)
         F = compute_features_batch(s.close, s.high, s.low, s.volume, spreads, params)
@@ -207,28 +204,32 @@ def build_dataset(
         pos_all = np.searchsorted(calendar, s.dates).astype(np.int64)
         exit_pos = np.full_like(pos_all, -1)
         exit_pos[: len(s) - config.horizon] = pos_all[config.horizon :]
-        syms_col = np.full(int(keep.sum()), s.symbol)
         parts.append(
-            (F[keep], fwd[keep], y[keep], pos_all[keep], exit_pos[keep], syms_col, s.dates[keep])
+            _SymbolRows(
+                X=F[keep],
+                fwd=fwd[keep],
+                y=y[keep],
+                pos=pos_all[keep],
+                end=exit_pos[keep],
+                symbols=np.full(int(keep.sum()), s.symbol),
+                dates=s.dates[keep],
+            )
         )
-    X, fwd, y, pos, end, syms, dates = (np.concatenate(c) for c in zip(*parts, strict=True))
-    times = pos + config.bar_offset
-    label_end = end + config.bar_offset
-    order = np.lexsort((syms, times))
-    arrays = [a[order] for a in (X, fwd, y, times, label_end, syms, dates)]
-    for a in arrays:
-        a.setflags(write=False)
-    X, fwd, y, times, label_end, syms, dates = arrays
-    if len(y) == 0:
+    times = np.concatenate([p.pos for p in parts]) + config.bar_offset
+    pooled_symbols = np.concatenate([p.symbols for p in parts])
+    order = np.lexsort((pooled_symbols, times))
+    if len(order) == 0:
         raise ValueError("no samples: series shorter than the feature warm-up plus horizon")
     return LabeledDataset(
-        X=X,
-        fwd=fwd,
-        y=y.astype(np.int8),
-        times=times,
-        label_end=label_end,
-        symbols=syms,
-        dates=dates,
+        X=_sorted_read_only(np.concatenate([p.X for p in parts]), order),
+        fwd=_sorted_read_only(np.concatenate([p.fwd for p in parts]), order),
+        y=_sorted_read_only(np.concatenate([p.y for p in parts]), order),
+        times=_sorted_read_only(times, order),
+        label_end=_sorted_read_only(
+            np.concatenate([p.end for p in parts]) + config.bar_offset, order
+        ),
+        symbols=_sorted_read_only(pooled_symbols, order),
+        dates=_sorted_read_only(np.concatenate([p.dates for p in parts]), order),
         feature_names=feature_names(params),
         schema_hash=schema_hash(params),
         config=config,
@@ -237,9 +238,9 @@ def build_dataset(
 
 def training_series(config: DatasetConfig) -> list[BarSeries]:
     """The configured series, cut before ``cutoff`` and to the last ``max_bars`` bars."""
-    out = []
+    out: list[BarSeries] = []
     for name in config.datasets:
-        s = load_series(name, synthetic_bars=config.synthetic_bars, seed=config.seed)
+        s = load_source(name, synthetic_bars=config.synthetic_bars, seed=config.seed)
         if config.cutoff is not None:
             k = int(np.searchsorted(s.dates, np.datetime64(config.cutoff, "D"), side="left"))
             s = s.take(slice(0, k))
@@ -253,11 +254,11 @@ def training_series(config: DatasetConfig) -> list[BarSeries]:
 
 def holdout_series(config: DatasetConfig, warmup: int) -> list[BarSeries]:
     """Bars on or after the cutoff (plus ``warmup`` bars before it, for feature history)."""
-    out = []
+    out: list[BarSeries] = []
     if config.cutoff is None:
         return out
     for name in config.datasets:
-        s = load_series(name, synthetic_bars=config.synthetic_bars, seed=config.seed)
+        s = load_source(name, synthetic_bars=config.synthetic_bars, seed=config.seed)
         k = int(np.searchsorted(s.dates, np.datetime64(config.cutoff, "D"), side="left"))
         if k < len(s):
             out.append(s.take(slice(max(0, k - warmup), None)))

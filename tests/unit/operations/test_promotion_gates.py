@@ -4,7 +4,7 @@ import math
 import pytest
 
 from geodesic.control import ControlSnapshot, Rollout
-from geodesic.operations.gates import (
+from geodesic.operations.promotion_gates import (
     all_pass,
     failures,
     gate_table,

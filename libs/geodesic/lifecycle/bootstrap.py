@@ -2,7 +2,9 @@
 
 It is trained by the real offline pipeline (`geodesic train` with its defaults: real
 S&P 500 + NASDAQ daily bars, purged K-fold evaluation, signed registration), so the
-scorer's signature and schema checks apply to it like to any other model.
+scorer's signature and schema checks apply to it like to any other model. It lives with
+the lifecycle, not with the stack launcher, so starting infrastructure never imports the
+training pipeline.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from typing import Any
 
 from geodesic.lifecycle.config import GateThresholds
 from geodesic.lifecycle.evaluation import BASELINES
-from geodesic.lifecycle.reports import EvaluationSection, OfflineReport
+from geodesic.lifecycle.offline_report import EvaluationSection, OfflineReport
 
 __all__ = ["GateResult", "all_passed", "failures", "offline_gates"]
 

@@ -53,7 +53,8 @@ class GateRow:
     detail: str = ""
 
     def as_dict(self) -> dict[str, Any]:
-        return jsonable(asdict(self))
+        out: dict[str, Any] = jsonable(asdict(self))
+        return out
 
 
 def verification_row(error: str | None, schema_hash: str | None = None) -> GateRow:
