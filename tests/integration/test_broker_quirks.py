@@ -80,7 +80,8 @@ async def test_produce_to_consume_p99_is_well_under_100ms_at_1000_msgs_per_s(
     kafka_settings: KafkaSettings, stack
 ):
     """With each flavor's own fetch_max_wait_ms (Tansu 10 ms, Kafka 500 ms)."""
-    _embedded(stack)
+    if _embedded(stack) == "kafka":  # a fresh JVM runs the first thousands of records cold
+        await measure_latency(kafka_settings, rate_per_s=1000, count=3000)
     result = await measure_latency(kafka_settings, rate_per_s=1000, count=2000)
     assert result.count == 2000
     assert result.p50_ms < 25, result

@@ -38,7 +38,7 @@ N_BARS = WARMUP_BARS + 20  # 21 signals per symbol
 def _ticks(t0_ns: int) -> list[tuple[bytes, bytes]]:
     streams = [
         replay_ticks(
-            load_dataset(name).take(slice(2000, 2000 + N_BARS)),
+            load_dataset(name).take(slice(1000, 1000 + N_BARS)),
             ReplayConfig(seed=11 + i, ticks_per_bar=(6, 9)),
             t0_ns=t0_ns,
         )
@@ -48,7 +48,12 @@ def _ticks(t0_ns: int) -> list[tuple[bytes, bytes]]:
 
 
 def _produce_with_librdkafka(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]):
-    """A producer as a feed handler in another language would write one (acks=all)."""
+    """A producer as a feed handler in another language would write one (acks=all).
+
+    ``murmur2_random`` is the Java client's partitioner; librdkafka's default
+    (consistent_random) puts a key elsewhere, and the collector dead-letters such ticks
+    as wrong_partition (one symbol's signals never came with it).
+    """
     errors: list[str] = []
 
     def on_delivery(err: object, _msg: object) -> None:
@@ -56,7 +61,12 @@ def _produce_with_librdkafka(bootstrap: str, topic: str, messages: list[tuple[by
             errors.append(str(err))
 
     producer = confluent_kafka.Producer(
-        {"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5}
+        {
+            "bootstrap.servers": bootstrap,
+            "acks": "all",
+            "linger.ms": 5,
+            "partitioner": "murmur2_random",
+        }
     )
     for key, value in messages:
         producer.produce(topic, value=value, key=key, on_delivery=on_delivery)

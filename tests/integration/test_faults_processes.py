@@ -73,7 +73,9 @@ async def env(tmp_path_factory: pytest.TempPathFactory, run_root: Path) -> Async
     await plane.promote(MODEL, actor="test", reason="fault tests")
     await plane.set_slot("shadow", MODEL, actor="test", reason="parity shadow")
     await client.aclose()
-    fleet = Fleet(stack.run_dir, {**info.env(), **fleet_env_vars(registry)})
+    # exactly-once where the broker allows it, so the kill tests below can show it
+    eos = {"GEODESIC_KAFKA_EXACTLY_ONCE": "true"} if stack.broker == "kafka" else {}
+    fleet = Fleet(stack.run_dir, {**info.env(), **fleet_env_vars(registry), **eos})
     try:
         fleet.start_all()
         await asyncio.to_thread(fleet.wait_healthy, 90)
@@ -181,6 +183,14 @@ async def test_each_service_killed_mid_stream_then_restarted_loses_nothing_and_r
 
     await tail.wait_for(complete(tail, set(symbols), len(exp_vectors)), 60, "all signals")
     seen = assert_complete_and_consistent(tail, ticks, set(symbols))
+    if env.stack.broker == "kafka":
+        # exactly-once (transactions, read_committed): five kill -9s, not one repeat
+        for topic in ("md.ticks", "md.bars", "signals.scored", "signals.shadow"):
+            docs = of(tail.records[topic], set(symbols))
+            key = sym_bar if topic != "md.ticks" else (lambda d: (d["symbol"], d["seq"]))
+            repeats = {k: len(c) for k, c in by_key(docs, key).items() if len(c) > 1}
+            assert repeats == {}, (topic, repeats)
+        assert all(service_info(env, n)["loop"]["transactional"] for n in victims)
     # risk supervisor: every signal with a later bar is labelled, repeats identical
     outcomes = by_key(of(tail.records["outcomes.v1"], set(symbols)), lambda d: (d["signal_id"],))
     last_bar = {s: max(b for (sym, b) in seen["bars"] if sym == s) for s in symbols}
@@ -378,3 +388,42 @@ async def test_broker_restart_services_reconnect_and_resume_on_the_new_log_witho
 
 def bar_content_doc(d: dict) -> tuple:
     return (d["open"], d["high"], d["low"], d["close"], d["volume"], d["n_ticks"], d["close_ts_ns"])
+
+
+async def test_scorer_and_feature_killed_while_signals_flow_repeat_no_signal_on_kafka(
+    env: FleetEnv, tail: TopicTail
+):
+    """kill -9 lands between an output and the offsets after it. At-least-once (Tansu,
+    or GEODESIC_KAFKA_EXACTLY_ONCE=false) repeats the records since the last commit or
+    checkpoint (measured: repeated signals, some with a different prob_up); exactly-once
+    (Kafka: one transaction per batch, read_committed readers) repeats nothing."""
+    if env.stack.broker != "kafka":
+        pytest.skip("exactly-once needs Kafka transactions; Tansu is at-least-once")
+    symbols = ("EA", "EB", "EC", "ED")
+    warm, live = WARMUP_BARS + 5, 80
+    first = allocate_bars(warm + live)
+    chunks = bar_ticks(symbols, warm + live, first_bar=first, seed=21, venue="EOS")
+    ticks = [t for c in chunks for t in c]
+    _, exp_vectors = expected_outputs(ticks)
+    await publish(env.kafka, "md.ticks.raw", [t for c in chunks[:warm] for t in c])
+
+    def n_signals() -> int:
+        return len(of(tail.records["signals.scored"], set(symbols)))
+
+    streaming = asyncio.create_task(_stream_paced(env, chunks[warm:], 0.1))
+    try:
+        for victim, after in (("scorer", 40), ("feature", 120)):
+            await tail.wait_for(lambda a=after: n_signals() >= a, 60, f"signals before {victim}")
+            port = env.fleet.services[victim].http_port
+            env.fleet.kill(victim)  # mid-stream: outputs in flight, offsets not yet committed
+            env.fleet.start(victim, port)
+            await asyncio.to_thread(env.fleet.wait_healthy, 60, (victim,))
+    finally:
+        await streaming
+    await tail.wait_for(complete(tail, set(symbols), len(exp_vectors)), 90, "all signals")
+    signals = by_key(of(tail.records["signals.scored"], set(symbols)), sym_bar)
+    repeats = {k: len(c) for k, c in signals.items() if len(c) > 1}
+    assert set(signals) == exp_vectors
+    assert_complete_and_consistent(tail, ticks, set(symbols))
+    assert repeats == {}
+    assert service_info(env, "scorer")["loop"]["transactional"] is True

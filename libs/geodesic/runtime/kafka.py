@@ -109,6 +109,11 @@ class KafkaSettings(BaseSettings):
     enable_auto_commit: bool = False
     auto_commit_interval_ms: int = Field(default=1000, gt=0)
 
+    # Exactly-once consume-process-produce (one transaction per batch): opt-in on Kafka
+    # (docs/broker-notes.md: what it costs), impossible on Tansu (no transactions).
+    exactly_once: bool = False
+    transaction_timeout_ms: int = Field(default=10000, gt=0)
+
     # Producer (acks is always "all"; idempotent on Kafka, refused by Tansu).
     linger_ms: int = Field(default=0, ge=0)
     max_batch_size: int = Field(default=16384, gt=0)
@@ -150,7 +155,17 @@ class KafkaSettings(BaseSettings):
                 )
         if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
             raise ValueError("ssl_certfile and ssl_keyfile must be set together")
+        if self.exactly_once and self.broker_flavor == "tansu":
+            raise ValueError(
+                "exactly_once needs transactions, which Tansu refuses: use Apache Kafka "
+                "(broker_flavor=kafka) or leave exactly_once off (at-least-once)"
+            )
         return self
+
+    @property
+    def transactional(self) -> bool:
+        """Whether services run each batch as a transaction (GEODESIC_KAFKA_EXACTLY_ONCE)."""
+        return self.exactly_once
 
     @property
     def uses_tls(self) -> bool:
@@ -226,6 +241,8 @@ def consumer_config(
         auto_offset_reset=s.auto_offset_reset,
         enable_auto_commit=s.enable_auto_commit,
         auto_commit_interval_ms=s.auto_commit_interval_ms,
+        # aborted transactions' records are never read (a no-op without transactions)
+        isolation_level="read_committed" if s.broker_flavor == "kafka" else "read_uncommitted",
     )
     config.update(overrides)
     return config

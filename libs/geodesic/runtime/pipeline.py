@@ -1,9 +1,20 @@
 """The consume -> process -> produce -> checkpoint -> commit loop every service runs.
 
-Delivery is at-least-once (the broker refuses idempotent and transactional producers):
+On Tansu delivery is at-least-once (it refuses idempotent and transactional producers):
 outputs are acknowledged by the broker before the service checkpoints its own state and
 commits input offsets, so a crash can only repeat work, never lose it. Outputs carry
 deterministic ids so consumers drop repeats.
+
+On Apache Kafka (``transactional=True``) each batch is one transaction: its outputs and
+the input offsets after it (``send_offsets_to_transaction``) commit together, then the
+state is checkpointed. Downstream consumers read committed records only, so a crash
+before the commit leaves nothing visible and the batch is redone. A crash after the
+commit but before the checkpoint leaves state behind the committed offsets: on
+assignment the loop seeks to the checkpoint as usual and *replays* the records up to the
+committed offset, processing them to rebuild state but dropping their outputs (they are
+already committed). Outputs are deterministic functions of state and input, so the
+result is exactly-once; time-driven outputs (``on_idle``) are the exception and may
+repeat, with the same deterministic ids.
 
 Services with state keep it per input partition and checkpoint it together with the next
 offset to read. On assignment the loop seeks to the checkpointed offset, which makes the
@@ -50,6 +61,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import (
     CommitFailedError,
+    KafkaError,
     MessageSizeTooLargeError,
     RecordListTooLargeError,
     RecordTooLargeError,
@@ -162,6 +174,8 @@ class LoopStats:
     restoring: bool = False
     state_store_errors: int = 0
     log_resets: int = 0
+    replayed: int = 0  # records re-processed after a restart with their outputs dropped
+    transactions: int = 0
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -178,6 +192,8 @@ class _Rebalance(ConsumerRebalanceListener):
             self._loop._positions.pop(tp, None)
             self._loop._verify.pop(tp, None)
             self._loop._fingerprints.pop(tp, None)
+            self._loop._fetched.pop(tp, None)
+            self._loop._replay_until.pop(tp, None)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         """Restore state, then seek; fetching stays paused until both are done.
@@ -196,6 +212,7 @@ class _Rebalance(ConsumerRebalanceListener):
             seeks = await loop.restore(assigned)
             for tp, offset in seeks.items():
                 loop.seek_checkpoint(tp, offset)
+            await loop.plan_replay(seeks)
         except Exception as exc:
             loop.fail(exc)  # stop the loop: never consume on state that was not restored
             raise
@@ -219,8 +236,20 @@ class StreamLoop:
         poll_timeout_ms: int = 100,
         commit_interval_ms: int = 250,
         dead_letters: DeadLetterHook | None = None,
+        transactional: bool = False,
+        group_id: str | None = None,
     ) -> None:
+        if transactional and not group_id:
+            raise ValueError("transactional=True needs the consumer's group_id")
         self.consumer = consumer
+        self.transactional = transactional
+        self.group_id = group_id
+        self._in_txn = False
+        # partition -> committed offset the checkpointed state has not caught up with
+        self._replay_until: dict[TopicPartition, int] = {}
+        # partition -> the consumer's fetch position, which (unlike the last record's
+        # offset + 1) steps over transaction markers; read before each batch
+        self._fetched: dict[TopicPartition, int] = {}
         self.dead_letters = dead_letters
         self.producer = producer
         self.processor = processor
@@ -247,8 +276,17 @@ class StreamLoop:
         self._stopping.set()
 
     def position(self, tp: TopicPartition) -> int | None:
-        """Next offset to process in ``tp`` (None before the first record or seek)."""
-        return self._positions.get(tp)
+        """Next offset to process in ``tp`` (None before the first record or seek).
+
+        On a transactional topic the log ends with a commit marker, which no record
+        carries: the consumer's position past it counts once every record before it has
+        been processed.
+        """
+        processed = self._positions.get(tp)
+        fetched = self._fetched.get(tp)
+        if processed is None or fetched is None:
+            return processed
+        return max(processed, fetched)
 
     def behind(self, tp: TopicPartition) -> bool:
         """True while ``tp`` has records in the log that this loop has not processed yet.
@@ -258,7 +296,7 @@ class StreamLoop:
         normal way are already there.
         """
         highwater = self.consumer.highwater(tp)
-        position = self._positions.get(tp)
+        position = self.position(tp)
         if highwater is None or position is None:
             return tp in self._verify
         return position < highwater or tp in self._verify
@@ -296,6 +334,19 @@ class StreamLoop:
                     delay = min(delay * 2, _RESTORE_RETRY_MAX_S)
         finally:
             self.stats.restoring = False
+
+    async def plan_replay(self, seeks: dict[TopicPartition, int]) -> None:
+        """Transactional only: where the committed offset is ahead of the checkpoint (a
+        crash between the transaction commit and the checkpoint), replay up to it."""
+        if not self.transactional:
+            return
+        for tp, offset in seeks.items():
+            committed = await self.consumer.committed(tp)
+            if committed is not None and committed > int(offset):
+                self._replay_until[tp] = committed
+                log.info("%s: replaying %d..%d without outputs", tp, offset, committed)
+            else:
+                self._replay_until.pop(tp, None)
 
     def seek_checkpoint(self, tp: TopicPartition, offset: int) -> None:
         """Seek to a checkpointed offset; with a fingerprint, to the record before it so
@@ -389,6 +440,8 @@ class StreamLoop:
         their checkpoints anyway, and for stateless ones a later commit only widens the
         window a crash replays (outputs carry deterministic ids, so replays are harmless).
         """
+        if self.transactional:
+            return  # offsets are committed inside each batch's transaction
         now = time.monotonic()
         if not force and now - self._last_commit < self.commit_interval_s:
             return
@@ -407,7 +460,53 @@ class StreamLoop:
             # partitions moved during the batch; the new owner resumes from checkpoints
             log.warning("commit failed after rebalance: %s", exc)
 
+    async def _begin(self) -> None:
+        if self.transactional and not self._in_txn:
+            await self.producer.begin_transaction()
+            self._in_txn = True
+
+    async def _commit_transaction(self, positions: dict[TopicPartition, int]) -> None:
+        """Commit this batch's outputs together with the input offsets after it."""
+        due = {tp: int(o) for tp, o in positions.items() if self._committed.get(tp) != o}
+        if not self._in_txn and not due:
+            return
+        await self._begin()
+        try:
+            if due:
+                await self.producer.send_offsets_to_transaction(
+                    {tp: OffsetAndMetadata(o, "") for tp, o in due.items()}, self.group_id
+                )
+            await self.producer.commit_transaction()
+        finally:
+            self._in_txn = False
+        self._committed.update(due)
+        self.stats.transactions += 1
+
+    async def _abort_transaction(self) -> None:
+        if self._in_txn:
+            self._in_txn = False
+            try:
+                await self.producer.abort_transaction()
+            except Exception as exc:  # the batch fails anyway; the broker times it out
+                log.warning("aborting the transaction failed: %s", exc)
+
+    async def _process(self, tp: TopicPartition, records: list[ConsumerRecord]) -> list[Output]:
+        """The processor's outputs, minus those of records being replayed (already
+        committed in a transaction the checkpoint did not see)."""
+        until = self._replay_until.get(tp)
+        if until is None:
+            return await self.processor.process(tp, records)
+        replay = [r for r in records if r.offset < until]
+        fresh = [r for r in records if r.offset >= until]
+        if replay:
+            await self.processor.process(tp, replay)
+            self.stats.replayed += len(replay)
+        if fresh or (replay and replay[-1].offset + 1 >= until):
+            del self._replay_until[tp]
+        return await self.processor.process(tp, fresh) if fresh else []
+
     async def _send(self, out: Output, context: str) -> asyncio.Future[Any]:
+        await self._begin()
         try:
             fut: asyncio.Future[Any] = await self.producer.send(out.topic, out.value, key=out.key)
         except UNPRODUCIBLE_ERRORS as exc:
@@ -434,6 +533,25 @@ class StreamLoop:
             await self._acknowledged(retry)
 
     async def handle_batches(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        try:
+            await self._handle_batches(batches)
+        except BaseException:
+            await self._abort_transaction()
+            raise
+
+    async def _note_fetch_positions(self) -> None:
+        """Remember where the consumer fetches next in partitions it has fetched from and
+        whose returned records have all been processed (see :meth:`position`)."""
+        for tp in self.stats.assigned:
+            if self.consumer.highwater(tp) is None or tp in self._verify:
+                self._fetched.pop(tp, None)
+                continue
+            try:
+                self._fetched[tp] = await asyncio.wait_for(self.consumer.position(tp), 1.0)
+            except (TimeoutError, AssertionError, KafkaError):
+                self._fetched.pop(tp, None)
+
+    async def _handle_batches(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         pending: list[tuple[Output, str, asyncio.Future[Any]]] = []
         n_out = 0
         batches = await self._check_logs(batches)
@@ -441,12 +559,14 @@ class StreamLoop:
             if not records:
                 continue
             context = f"while processing {tp.topic}:{tp.partition}@{records[0].offset}"
-            for out in await self.processor.process(tp, records):
+            for out in await self._process(tp, records):
                 pending.append((out, context, await self._send(out, context)))
                 n_out += 1
             self._positions[tp] = records[-1].offset + 1
             self._fingerprints[tp] = record_fingerprint(records[-1])
             self.stats.records += len(records)
+        if self.transactional:
+            await self._note_fetch_positions()
         try:
             idle = await self.processor.on_idle(time.time_ns())
         except STATE_STORE_ERRORS as exc:
@@ -465,6 +585,8 @@ class StreamLoop:
             for tp, o in self._positions.items()
             if tp in self.stats.assigned
         }
+        if self.transactional:
+            await self._commit_transaction(positions)
         try:
             await self.processor.checkpoint(positions)
         except STATE_STORE_ERRORS as exc:

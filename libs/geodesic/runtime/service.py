@@ -13,6 +13,7 @@ import contextlib
 import logging
 import signal
 import sys
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -178,6 +179,9 @@ class ServiceRunner:
                 "lag": self.lag(),
                 "state_store_errors": st.state_store_errors,
                 "log_resets": st.log_resets,
+                "transactional": self.loop.transactional,
+                "transactions": st.transactions,
+                "replayed": st.replayed,
             }
         base.update(self.service.info())
         return base
@@ -215,7 +219,18 @@ class ServiceRunner:
         await self.service.start(ctx)
         self.processor = self.service.processor(ctx)
         consumer = make_consumer(s.kafka, group_id=self.group_id, client_id=self.name)
-        producer = make_producer(s.kafka, client_id=self.name)
+        # Transactional on Kafka (exactly-once). The id is unique per process so copies
+        # of a service never fence each other; a killed process's open transaction is
+        # aborted by the broker after transaction_timeout_ms.
+        txn = (
+            {
+                "transactional_id": f"{self.group_id}.{self.name}.{uuid.uuid4().hex[:12]}",
+                "transaction_timeout_ms": s.kafka.transaction_timeout_ms,
+            }
+            if s.kafka.transactional
+            else {}
+        )
+        producer = make_producer(s.kafka, client_id=self.name, **txn)
         await producer.start()
         await consumer.start()
         self.loop = StreamLoop(
@@ -227,6 +242,8 @@ class ServiceRunner:
             poll_timeout_ms=s.poll_timeout_ms,
             commit_interval_ms=s.commit_interval_ms,
             dead_letters=self.service.dead_letters,
+            transactional=s.kafka.transactional,
+            group_id=self.group_id,
         )
         self.http = ServiceHttp(
             self.name, self.registry, self.info, self.ready, host=s.http_host, port=s.http_port

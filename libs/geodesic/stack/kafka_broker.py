@@ -210,6 +210,9 @@ def server_properties(
         "transaction.state.log.min.isr": "1",
         "transaction.state.log.num.partitions": internal,
         "transaction.state.log.segment.bytes": str(config.segment_bytes),
+        # a killed service's open transaction blocks read_committed readers until it is
+        # aborted: look for timed-out ones every second (default 10 s)
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms": "1000",
         "share.coordinator.state.topic.replication.factor": "1",
         "share.coordinator.state.topic.min.isr": "1",
         "group.initial.rebalance.delay.ms": "0",
