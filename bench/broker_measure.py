@@ -1,6 +1,6 @@
 """Measurements behind docs/broker-notes.md, reusable by the quirk tests.
 
-Reproduce any figure with ``python -m geodesic.stack.measure <what>`` (starts a private
+Reproduce any figure with ``python -m bench.broker_measure <what>`` (starts a private
 embedded stack unless GEODESIC_KAFKA_BOOTSTRAP is set). Figures are machine-dependent;
 the tests assert behaviour with wide margins, the notes record what was seen.
 """
@@ -394,7 +394,7 @@ async def _main(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m geodesic.stack.measure")
+    parser = argparse.ArgumentParser(prog="python -m bench.broker_measure")
     parser.add_argument(
         "what",
         choices=[
