@@ -23,7 +23,6 @@ from geodesic.runtime.kafka import (
     make_admin,
     make_consumer,
     make_producer,
-    producer_config,
     read_to_end,
     true_end_offsets,
     wait_for_assignment,
@@ -65,12 +64,6 @@ async def test_two_members_of_a_group_split_the_partitions_and_one_takes_over_on
     assert (result.a_partitions, result.b_partitions) == (2, 2)
     assert result.split_s < 10.0
     assert result.takeover_s < 10.0
-
-
-def test_tansu_flavor_shortens_the_session_timeout_that_decides_join_time():
-    tansu, kafka = KafkaSettings(broker_flavor="tansu"), KafkaSettings(broker_flavor="kafka")
-    assert tansu.session_timeout_ms <= 3000 < 6000 <= kafka.session_timeout_ms
-    assert tansu.heartbeat_interval_ms * 3 <= tansu.session_timeout_ms
 
 
 # b. fetches are not woken by new data ------------------------------------------
@@ -219,25 +212,6 @@ async def test_tansu_refuses_idempotent_and_transactional_producers_kafka_accept
     finally:
         await producer.stop()
     assert [r.value for r in await read_to_end(kafka_settings, topic)][-1:] == [b"committed"]
-
-
-@pytest.mark.parametrize(
-    "override", [{"enable_idempotence": True}, {"transactional_id": "tx"}], ids=str
-)
-def test_make_producer_rejects_idempotence_and_transactions_on_tansu_only(override: dict):
-    with pytest.raises(ValueError, match="refused"):
-        producer_config(KafkaSettings(broker_flavor="tansu"), **override)
-    assert producer_config(KafkaSettings(broker_flavor="kafka"), **override).items() >= (
-        override.items()
-    )
-
-
-def test_producer_config_is_acks_all_idempotent_on_kafka_only():
-    for flavor, idempotent in (("tansu", False), ("kafka", True)):
-        config = producer_config(KafkaSettings(broker_flavor=flavor))
-        assert config["acks"] == "all"
-        assert config["enable_idempotence"] is idempotent
-        assert "transactional_id" not in config
 
 
 async def test_at_least_once_send_with_acks_all_is_acknowledged_and_readable(
