@@ -167,7 +167,12 @@ def runner(module: str, name: str) -> Callable[[argparse.Namespace], int]:
             return 2
         except RedisError as exc:
             detail = scrub(f"{type(exc).__name__}: {exc}", url)
-            err(args, f"cannot use Redis at {mask_url(url)}: {detail}")
+            err(
+                args,
+                f"cannot use Redis at {mask_url(url)} ({detail.rstrip('.')}). Is the stack "
+                "up? Start it with `geodesic up` (found from any directory), or point "
+                "--redis-url / $GEODESIC_REDIS_URL at your Redis",
+            )
             return 2
         except OSError as exc:
             err(args, scrub(f"{type(exc).__name__}: {exc}", url))
