@@ -68,7 +68,9 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
     g.add_argument(
         "--datasets",
-        help="comma-separated data sets (sp500, nasdaq, synthetic[:seed]); default sp500,nasdaq",
+        help="comma-separated sources: data sets (sp500, nasdaq; intraday es_1min, es_5min), "
+        "synthetic[:SEED], recorded:FILE.npz[:SYMBOL] (from `geodesic record`); "
+        "default sp500,nasdaq",
     )
     g.add_argument("--cutoff", help="first date NOT used for training (ISO; 'none' = all)")
     g.add_argument("--max-bars", type=int, help="keep the last N bars before the cutoff")
