@@ -13,13 +13,15 @@ import contextlib
 import math
 import random
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import redis.asyncio as aioredis
 from aiokafka import TopicPartition
 
 from geodesic.contracts import Bar, Tick
+from geodesic.control import ControlPlane
 from geodesic.features import BarBuilder, FeatureEngine
 from geodesic.runtime.kafka import KafkaSettings, make_consumer, make_producer, topic_partitions
 from geodesic.stack import EmbeddedStack
@@ -255,3 +257,38 @@ def fleet_env_vars(registry: Path, **extra: str) -> dict[str, str]:
         "GEODESIC_LOG_LEVEL": "INFO",
         **extra,
     }
+
+
+@contextlib.asynccontextmanager
+async def running_fleet(
+    run_root: Path,
+    registry: Path,
+    *,
+    model_id: str,
+    seed: int,
+    shadow: bool,
+    env: Callable[[EmbeddedStack], dict[str, str]],
+    names: tuple[str, ...] | None = None,
+) -> AsyncIterator[FleetEnv]:
+    """A private stack, a signed model active (and in the shadow slot if ``shadow``), and
+    the services as processes with ``env(stack)`` on top of the stack's own variables."""
+    from pipeline_support import fit_model
+
+    fit_model(registry, model_id, seed=seed, n=1500)
+    stack = EmbeddedStack(run_root=run_root, use_env=False)
+    info = stack.start()
+    client = aioredis.from_url(info.redis_url)
+    plane = ControlPlane(client)
+    await plane.promote(model_id, actor="test", reason="fault tests")
+    if shadow:
+        await plane.set_slot("shadow", model_id, actor="test", reason="parity shadow")
+    await client.aclose()
+    kwargs = {} if names is None else {"names": names}
+    fleet = Fleet(stack.run_dir, {**info.env(), **env(stack)}, **kwargs)
+    try:
+        fleet.start_all()
+        await asyncio.to_thread(fleet.wait_healthy, 90)
+        yield FleetEnv(stack, fleet, registry)
+    finally:
+        fleet.stop_all()
+        stack.stop()

@@ -6,18 +6,20 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
 
 from collector.app import CollectorService
 from collector.settings import CollectorSettings
 from feature.app import FeatureService
 from feature.settings import FeatureSettings
+from geodesic.control import ControlPlane
 from geodesic.features import FEATURE_NAMES, SCHEMA_HASH
 from geodesic.lifecycle.registry import sign_model
 from geodesic.risk.guards import RolloutGuardConfig
@@ -243,3 +245,38 @@ class TopicReader:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self.consumer.stop()
+
+
+@contextlib.asynccontextmanager
+async def running_pipeline(
+    kafka: KafkaSettings,
+    redis_url: str,
+    redis_client: aioredis.Redis,
+    prefix: str,
+    registry: Path,
+    *,
+    model_id: str,
+    seed: int,
+    read: Callable[[Topics], tuple[str, ...]],
+    topic_configs: tuple[tuple[str, str], ...] = (),
+) -> AsyncIterator[tuple[Pipeline, Topics, TopicReader]]:
+    """Fresh topics, a signed model active and in the shadow slot, the five services
+    in-process and ready, and a reader on the topics ``read`` picks; all torn down after."""
+    topics = await Topics.create(kafka, configs=topic_configs)
+    fit_model(registry, model_id, seed=seed, n=1500)
+    plane = ControlPlane(redis_client, prefix)
+    await plane.promote(model_id, actor="test", reason="pipeline under test")
+    await plane.set_slot("shadow", model_id, actor="test", reason="shadow")
+    pipe = build_pipeline(topics, kafka, redis_url, prefix, registry)
+    for svc in pipe.all():
+        await svc.start()
+    await asyncio.gather(*(svc.wait_ready(30) for svc in pipe.all()))
+    reader = TopicReader(kafka, *read(topics))
+    await reader.start()
+    try:
+        yield pipe, topics, reader
+    finally:
+        await reader.stop()
+        for svc in pipe.all():
+            await svc.stop()
+        await topics.delete(kafka)

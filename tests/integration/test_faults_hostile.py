@@ -15,13 +15,18 @@ from collections import Counter
 from collections.abc import AsyncIterator
 
 import pytest
-from pipeline_support import Pipeline, TopicReader, Topics, build_pipeline, fit_model, runner_of
+from pipeline_support import (
+    Pipeline,
+    TopicReader,
+    Topics,
+    runner_of,
+    running_pipeline,
+)
 
 from collector.app import CollectorService
 from collector.settings import CollectorSettings
 from collector.validation import expected_partition
 from geodesic.contracts import DeadLetter, FeatureVector, ScoredSignal, Tick
-from geodesic.control import ControlPlane
 from geodesic.features import FEATURE_NAMES, SCHEMA_HASH, WARMUP_BARS
 from geodesic.marketdata import load_dataset
 from geodesic.marketdata.replay import ReplayConfig, backfill_start_ns, interleave, replay_ticks
@@ -199,25 +204,17 @@ async def test_every_hostile_raw_tick_is_dead_lettered_with_its_reason_and_good_
 async def pipeline(
     tmp_path, kafka_settings, redis_url, redis_client, redis_prefix
 ) -> AsyncIterator:
-    topics = await Topics.create(kafka_settings)
-    registry = tmp_path / "registry"
-    fit_model(registry, "m-hostile", seed=3, n=1500)
-    plane = ControlPlane(redis_client, redis_prefix)
-    await plane.promote("m-hostile", actor="test", reason="hostile input")
-    await plane.set_slot("shadow", "m-hostile", actor="test", reason="shadow")
-    pipe = build_pipeline(topics, kafka_settings, redis_url, redis_prefix, registry)
-    for svc in pipe.all():
-        await svc.start()
-    await asyncio.gather(*(svc.wait_ready(30) for svc in pipe.all()))
-    reader = TopicReader(kafka_settings, topics.signals, topics.pdlq, topics.features)
-    await reader.start()
-    try:
-        yield pipe, topics, reader
-    finally:
-        await reader.stop()
-        for svc in pipe.all():
-            await svc.stop()
-        await topics.delete(kafka_settings)
+    async with running_pipeline(
+        kafka_settings,
+        redis_url,
+        redis_client,
+        redis_prefix,
+        tmp_path / "registry",
+        model_id="m-hostile",
+        seed=3,
+        read=lambda t: (t.signals, t.pdlq, t.features),
+    ) as running:
+        yield running
 
 
 def feature_doc(**overrides: object) -> dict:

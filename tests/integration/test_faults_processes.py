@@ -28,16 +28,16 @@ from fault_support import (
     expected_outputs,
     fleet_env_vars,
     publish,
+    running_fleet,
     signal_content,
 )
-from pipeline_support import fit_model
 
 from geodesic.contracts import Tick
 from geodesic.control import ControlPlane, TradingState
 from geodesic.features import WARMUP_BARS
 from geodesic.runtime.kafka import make_consumer
 from geodesic.stack import EmbeddedStack
-from geodesic.stack.fleet import Fleet, health
+from geodesic.stack.fleet import health
 
 pytestmark = pytest.mark.integration
 
@@ -65,24 +65,16 @@ def allocate_bars(n: int) -> int:
 @pytest.fixture(scope="module")
 async def env(tmp_path_factory: pytest.TempPathFactory, run_root: Path) -> AsyncIterator[FleetEnv]:
     registry = tmp_path_factory.mktemp("faults") / "registry"
-    fit_model(registry, MODEL, seed=1, n=1500)
-    stack = EmbeddedStack(run_root=run_root, use_env=False)
-    info = stack.start()
-    client = aioredis.from_url(info.redis_url)
-    plane = ControlPlane(client)
-    await plane.promote(MODEL, actor="test", reason="fault tests")
-    await plane.set_slot("shadow", MODEL, actor="test", reason="parity shadow")
-    await client.aclose()
-    # exactly-once where the broker allows it, so the kill tests below can show it
-    eos = {"GEODESIC_KAFKA_EXACTLY_ONCE": "true"} if stack.broker == "kafka" else {}
-    fleet = Fleet(stack.run_dir, {**info.env(), **fleet_env_vars(registry), **eos})
-    try:
-        fleet.start_all()
-        await asyncio.to_thread(fleet.wait_healthy, 90)
-        yield FleetEnv(stack, fleet, registry)
-    finally:
-        fleet.stop_all()
-        stack.stop()
+
+    def variables(stack: EmbeddedStack) -> dict[str, str]:
+        # exactly-once where the broker allows it, so the kill tests below can show it
+        eos = {"GEODESIC_KAFKA_EXACTLY_ONCE": "true"} if stack.broker == "kafka" else {}
+        return {**fleet_env_vars(registry), **eos}
+
+    async with running_fleet(
+        run_root, registry, model_id=MODEL, seed=1, shadow=True, env=variables
+    ) as fleet_env:
+        yield fleet_env
 
 
 @pytest.fixture

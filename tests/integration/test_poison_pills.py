@@ -15,12 +15,16 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
-from pipeline_support import Pipeline, TopicReader, Topics, build_pipeline, fit_model
+from pipeline_support import (
+    Pipeline,
+    TopicReader,
+    Topics,
+    running_pipeline,
+)
 from test_faults_hostile import alive_and_ready, replay
 
 from geodesic.contracts import DeadLetter, ScoredSignal
 from geodesic.contracts.models import DEAD_LETTER_RAW_MAX
-from geodesic.control import ControlPlane
 from geodesic.features import WARMUP_BARS
 from geodesic.marketdata.replay import backfill_start_ns
 from geodesic.runtime.kafka import KafkaSettings, make_producer
@@ -52,25 +56,18 @@ async def send_big(kafka: KafkaSettings, topic: str, messages: list[tuple[bytes,
 async def pipeline(
     tmp_path, kafka_settings, redis_url, redis_client, redis_prefix
 ) -> AsyncIterator[tuple[Pipeline, Topics, TopicReader]]:
-    topics = await Topics.create(kafka_settings, configs=BIG_TOPIC)
-    registry = tmp_path / "registry"
-    fit_model(registry, "m-pill", seed=5, n=1500)
-    plane = ControlPlane(redis_client, redis_prefix)
-    await plane.promote("m-pill", actor="test", reason="poison pills")
-    await plane.set_slot("shadow", "m-pill", actor="test", reason="shadow")
-    pipe = build_pipeline(topics, kafka_settings, redis_url, redis_prefix, registry)
-    for svc in pipe.all():
-        await svc.start()
-    await asyncio.gather(*(svc.wait_ready(30) for svc in pipe.all()))
-    reader = TopicReader(kafka_settings, topics.signals, topics.dlq, topics.pdlq)
-    await reader.start()
-    try:
-        yield pipe, topics, reader
-    finally:
-        await reader.stop()
-        for svc in pipe.all():
-            await svc.stop()
-        await topics.delete(kafka_settings)
+    async with running_pipeline(
+        kafka_settings,
+        redis_url,
+        redis_client,
+        redis_prefix,
+        tmp_path / "registry",
+        model_id="m-pill",
+        seed=5,
+        read=lambda t: (t.signals, t.dlq, t.pdlq),
+        topic_configs=BIG_TOPIC,
+    ) as running:
+        yield running
 
 
 async def test_huge_records_on_every_topic_become_bounded_dead_letters_and_nothing_stops(

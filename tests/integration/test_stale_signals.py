@@ -14,16 +14,21 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import redis.asyncio as aioredis
-from fault_support import BAR_NS, TOPICS, FleetEnv, TopicTail, bar_ticks, fleet_env_vars, publish
-from pipeline_support import fit_model
+from fault_support import (
+    BAR_NS,
+    TOPICS,
+    FleetEnv,
+    TopicTail,
+    bar_ticks,
+    fleet_env_vars,
+    publish,
+    running_fleet,
+)
 
 from geodesic.contracts import ScoredSignal
 from geodesic.contracts.reasons import BLOCKING_REASONS
-from geodesic.control import ControlPlane
 from geodesic.features import WARMUP_BARS
 from geodesic.stack import EmbeddedStack
-from geodesic.stack.fleet import Fleet
 from scorer.settings import ScorerSettings
 
 pytestmark = pytest.mark.integration
@@ -36,26 +41,22 @@ DOWN_S = 3.0
 @pytest.fixture(scope="module")
 async def env(tmp_path_factory: pytest.TempPathFactory, run_root: Path) -> AsyncIterator[FleetEnv]:
     registry = tmp_path_factory.mktemp("stale") / "registry"
-    fit_model(registry, MODEL, seed=2, n=1500)
-    stack = EmbeddedStack(run_root=run_root, use_env=False)
-    info = stack.start()
-    client = aioredis.from_url(info.redis_url)
-    await ControlPlane(client).promote(MODEL, actor="test", reason="stale tests")
-    await client.aclose()
-    variables = fleet_env_vars(registry)
-    del variables["GEODESIC_SCORER_MAX_SIGNAL_AGE_MS"]  # the shipped default is under test
-    fleet = Fleet(
-        stack.run_dir,
-        {**info.env(), **variables},
+
+    def variables(_stack: EmbeddedStack) -> dict[str, str]:
+        out = fleet_env_vars(registry)
+        del out["GEODESIC_SCORER_MAX_SIGNAL_AGE_MS"]  # the shipped default is under test
+        return out
+
+    async with running_fleet(
+        run_root,
+        registry,
+        model_id=MODEL,
+        seed=2,
+        shadow=False,
+        env=variables,
         names=("collector", "feature", "scorer"),
-    )
-    try:
-        fleet.start_all()
-        await asyncio.to_thread(fleet.wait_healthy, 90)
-        yield FleetEnv(stack, fleet, registry)
-    finally:
-        fleet.stop_all()
-        stack.stop()
+    ) as fleet_env:
+        yield fleet_env
 
 
 async def test_scorer_killed_mid_stream_then_restarted_emits_no_tradable_signal_past_the_bound(

@@ -16,15 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
+from geodesic.cli.operator.args import positive
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -46,9 +38,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="payload kind; needed only for topics not in topics.yaml",
     )
     p.add_argument(
-        "--idle-s", type=_positive, default=2.0, help="stop after this long with no new record"
+        "--idle-s", type=positive, default=2.0, help="stop after this long with no new record"
     )
-    p.add_argument("--max-s", type=_positive, default=600.0, help="stop after this long anyway")
+    p.add_argument("--max-s", type=positive, default=600.0, help="stop after this long anyway")
     p.add_argument("--bootstrap", help="broker host:port (default: $GEODESIC_KAFKA_BOOTSTRAP)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=_record)

@@ -23,18 +23,14 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from geodesic.contracts import Tick
 
+from geodesic.cli.operator.args import number_in
+
 TRADES = "es_trades"
 ES_TICK = 0.25
 
 
 def _rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected ticks per second, got {text!r}") from None
-    if not 0 < value <= 100_000:
-        raise argparse.ArgumentTypeError(f"must be in (0, 100000], got {text}")
-    return value
+    return number_in(text, above=0.0, at_most=100_000.0)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -40,14 +40,20 @@ def nonblank(text: str) -> str:
     return text.strip()
 
 
-def fraction(text: str) -> float:
+def number_in(text: str, *, above: float, at_most: float = float("inf")) -> float:
+    """A number in (above, at_most]; the refusal says the range."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"fraction {value} not in (0, 1]")
+    if not above < value <= at_most:
+        bound = "" if at_most == float("inf") else f", at most {at_most:g}"
+        raise argparse.ArgumentTypeError(f"{value:g} must be > {above:g}{bound}")
     return value
+
+
+def fraction(text: str) -> float:
+    return number_in(text, above=0.0, at_most=1.0)
 
 
 def instant(text: str) -> int:
@@ -60,13 +66,7 @@ def instant(text: str) -> int:
 
 
 def positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{value} is not > 0")
-    return value
+    return number_in(text, above=0.0)
 
 
 # ---- registration ----------------------------------------------------------------------
