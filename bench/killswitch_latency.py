@@ -30,7 +30,6 @@ import asyncio
 import json
 import math
 import os
-import random
 import subprocess
 import sys
 import tempfile
@@ -40,7 +39,8 @@ from pathlib import Path
 import numpy as np
 import redis.asyncio as aioredis
 
-from geodesic.contracts import ScoredSignal, Tick
+from bench.feed import RandomWalkFeed
+from geodesic.contracts import ScoredSignal
 from geodesic.contracts.model_registry import ENV_MODEL_REGISTRY
 from geodesic.contracts.services import COLLECTOR, FEATURE, SCORER
 from geodesic.control import ControlPlane
@@ -65,24 +65,7 @@ class Ticker:
         self.kafka = kafka
         self.symbols = [f"KS{i:02d}" for i in range(symbols)]
         self.rate = rate
-        self.price = dict.fromkeys(self.symbols, 100.0)
-        self.seq = dict.fromkeys(self.symbols, 0)
-        self.rng = random.Random(7)
-
-    def tick(self, sym: str, ts_ns: int) -> Tick:
-        self.price[sym] *= math.exp(self.rng.gauss(0, 2e-4))
-        self.seq[sym] += 1
-        p = self.price[sym]
-        return Tick(
-            venue="BENCH",
-            symbol=sym,
-            seq=self.seq[sym],
-            ts_ns=ts_ns,
-            bid=p * (1 - 1e-4),
-            ask=p * (1 + 1e-4),
-            last=p,
-            size=1.0,
-        )
+        self.feed = RandomWalkFeed(self.symbols, "BENCH")
 
     async def run(self, bar_seconds: int, stop: asyncio.Event) -> None:
         producer = make_producer(self.kafka)
@@ -94,7 +77,7 @@ class Ticker:
             for b in range(WARMUP_BARS + 2):  # backfill the feature warm-up
                 for sym in self.symbols:
                     for j in range(4):
-                        t = self.tick(sym, (first + b) * bar_ns + j * bar_ns // 4)
+                        t = self.feed.tick(sym, (first + b) * bar_ns + j * bar_ns // 4)
                         sends.append(
                             await producer.send(
                                 COLLECTOR.topic("in", "Tick"), t.to_bytes(), key=sym.encode()
@@ -105,7 +88,7 @@ class Ticker:
             while not stop.is_set():
                 sym = self.symbols[i % len(self.symbols)]
                 i += 1
-                t = self.tick(sym, time.time_ns())
+                t = self.feed.tick(sym, time.time_ns())
                 await producer.send(COLLECTOR.topic("in", "Tick"), t.to_bytes(), key=sym.encode())
                 await asyncio.sleep(1.0 / self.rate)
         finally:

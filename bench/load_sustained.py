@@ -25,9 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import os
-import random
 import sys
 import tempfile
 import time
@@ -40,7 +38,8 @@ import numpy as np
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from geodesic.contracts import ScoredSignal, Tick, load_topics
+from bench.feed import RandomWalkFeed
+from geodesic.contracts import ScoredSignal, load_topics
 from geodesic.contracts.model_registry import ENV_MODEL_REGISTRY
 from geodesic.contracts.services import COLLECTOR, FEATURE, SCORER, SERVICES
 from geodesic.control import ControlPlane
@@ -116,30 +115,13 @@ class Bench:
         self.fleet = fleet
         self.kafka: KafkaSettings = stack.kafka_settings
         self.symbols = [f"L{i:02d}" for i in range(args.symbols)]
-        self.price = dict.fromkeys(self.symbols, 100.0)
-        self.seq = dict.fromkeys(self.symbols, 0)
-        self.rng = random.Random(7)
+        self.feed = RandomWalkFeed(self.symbols, "LOAD")
         self.sent_total = 0
         self.received: list[tuple[ScoredSignal, int]] = []
         self.pids = {n: s.proc.pid for n, s in fleet.services.items()}
         self.pids.update({f"{n}-server": p for n, p in stack.info.pids.items()})
         self._cpu_last: dict[str, tuple[float, int]] = {}
         self._probes: dict[str, AIOKafkaConsumer] = {}
-
-    def tick(self, sym: str, ts_ns: int) -> Tick:
-        self.price[sym] *= math.exp(self.rng.gauss(0, 2e-4))
-        self.seq[sym] += 1
-        p = self.price[sym]
-        return Tick(
-            venue="LOAD",
-            symbol=sym,
-            seq=self.seq[sym],
-            ts_ns=ts_ns,
-            bid=p * (1 - 1e-4),
-            ask=p * (1 + 1e-4),
-            last=p,
-            size=1.0,
-        )
 
     async def read_signals(self) -> None:
         consumer = make_consumer(self.kafka, topics=[SIGNALS], group_id="bench-executor")
@@ -163,7 +145,7 @@ class Bench:
         for b in range(WARMUP_BARS + 2):
             for sym in self.symbols:
                 for j in range(4):
-                    t = self.tick(sym, (first + b) * bar_ns + j * bar_ns // 4)
+                    t = self.feed.tick(sym, (first + b) * bar_ns + j * bar_ns // 4)
                     futs.append(await producer.send(RAW_TICKS, t.to_bytes(), key=sym.encode()))
         await asyncio.gather(*futs)
         self.sent_total += len(futs)
@@ -230,7 +212,7 @@ class Bench:
             due = int(elapsed / interval) + 1
             while phase.sent < due:
                 sym = self.symbols[phase.sent % len(self.symbols)]
-                t = self.tick(sym, time.time_ns())
+                t = self.feed.tick(sym, time.time_ns())
                 pending.append(await producer.send(RAW_TICKS, t.to_bytes(), key=sym.encode()))
                 phase.sent += 1
             if len(pending) > 2000:
