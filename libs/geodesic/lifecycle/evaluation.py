@@ -128,6 +128,38 @@ def scorer_params(cfg: TrainConfig) -> ScorerParams:
     )
 
 
+def fit_analog(
+    ds: LabeledDataset,
+    idx: NDArray[np.int64] | NDArray[np.bool_],
+    y01: NDArray[np.float64],
+    cfg: TrainConfig,
+    *,
+    directory: Path,
+    model_id: str,
+    extra: dict[str, object] | None = None,
+) -> AnalogModel:
+    """The analog model on rows ``idx`` of ``ds``, configured from ``cfg``: one fit for CV
+    folds, walk-forward holdout steps and the registered model alike."""
+    return AnalogModel.fit(
+        ds.X[idx],
+        y01[idx],
+        ds.times[idx],
+        directory=directory,
+        model_id=model_id,
+        feature_names=ds.feature_names,
+        schema_hash=ds.schema_hash,
+        kernel=kernel_config(cfg),
+        params=scorer_params(cfg),
+        M=cfg.M,
+        ef_construction=cfg.ef_construction,
+        ef_search=cfg.ef_search,
+        seed=cfg.seed,
+        extra=extra,
+        candidate_metric=cfg.candidate_stage,
+        shrink_exclude_bars=shrink_exclude_bars(ds, cfg),
+    )
+
+
 def purge_horizon(ds: LabeledDataset) -> int:
     """Bars from a sample's time to the end of its label window (h when calendars align).
 
@@ -544,29 +576,19 @@ def walk_forward_holdout(
     t0 = int(full.times[hold].min())
     step = cfg.holdout_step_bars
     groups = (full.times[hold] - t0) // step
-    kernel, params = kernel_config(cfg), scorer_params(cfg)
     parts: dict[str, list[tuple[NDArray[np.int64], Predictions]]] = {}
     orientation: list[str] = []
     for j in np.unique(groups):
         test = hold[groups == j]
         a = t0 + int(j) * step
         fit_idx = np.flatnonzero(labeled & (full.dates >= first_train) & (full.label_end < a))
-        model = AnalogModel.fit(
-            full.X[fit_idx],
-            y01[fit_idx],
-            full.times[fit_idx],
+        model = fit_analog(
+            full,
+            fit_idx,
+            y01,
+            cfg,
             directory=out_dir / f"step{int(j)}" / "model",
             model_id=f"{run_id}.holdout{int(j)}",
-            feature_names=full.feature_names,
-            schema_hash=full.schema_hash,
-            kernel=kernel,
-            params=params,
-            M=cfg.M,
-            ef_construction=cfg.ef_construction,
-            ef_search=cfg.ef_search,
-            seed=cfg.seed,
-            candidate_metric=cfg.candidate_stage,
-            shrink_exclude_bars=shrink_exclude_bars(full, cfg),
         )
         b = Scorer(model).score_batch(full.X[test], full.times[test], level=0)
         parts.setdefault("analog", []).append((test, Predictions(b.prob_up, b.abstain)))
@@ -630,7 +652,6 @@ def cross_validate(
     folds = make_folds(ds, cfg)
     overlap_ok = True  # make_folds raised otherwise
     labeled, y01 = ds.binary()
-    kernel, params = kernel_config(cfg), scorer_params(cfg)
     reports: list[FoldReport] = []
     collected: dict[str, list[tuple[NDArray[np.int64], Predictions]]] = {}
     ann_parts: list[AnnAccuracy] = []
@@ -645,22 +666,13 @@ def cross_validate(
         fingerprints.add(fad.train_fingerprint)
         fit_idx = fold.train_idx[labeled[fold.train_idx]]
         test = np.asarray(fold.test_idx)
-        model = AnalogModel.fit(
-            ds.X[fit_idx],
-            y01[fit_idx],
-            ds.times[fit_idx],
+        model = fit_analog(
+            ds,
+            fit_idx,
+            y01,
+            cfg,
             directory=fad.file("model"),
             model_id=f"{run_id}.fold{fold.fold_id}",
-            feature_names=ds.feature_names,
-            schema_hash=ds.schema_hash,
-            kernel=kernel,
-            params=params,
-            M=cfg.M,
-            ef_construction=cfg.ef_construction,
-            ef_search=cfg.ef_search,
-            seed=cfg.seed,
-            candidate_metric=cfg.candidate_stage,
-            shrink_exclude_bars=shrink_exclude_bars(ds, cfg),
         )
         t_fit = time.perf_counter()
         Xt, Tt = ds.X[test], ds.times[test]

@@ -44,9 +44,7 @@ from geodesic.lifecycle.drift import DRIFT_FILE, drift_reference
 from geodesic.lifecycle.evaluation import (
     CrossValidation,
     cross_validate,
-    kernel_config,
-    scorer_params,
-    shrink_exclude_bars,
+    fit_analog,
     walk_forward_holdout,
 )
 from geodesic.lifecycle.model_card import MODEL_CARD, render_model_card
@@ -316,23 +314,14 @@ def train(
         t_cv = time.perf_counter()
 
         labeled, y01 = ds.binary()
-        model = AnalogModel.fit(
-            ds.X[labeled],
-            y01[labeled],
-            ds.times[labeled],
+        model = fit_analog(
+            ds,
+            labeled,
+            y01,
+            cfg,
             directory=staging,
             model_id=model_id,
-            feature_names=ds.feature_names,
-            schema_hash=ds.schema_hash,
-            kernel=kernel_config(cfg),
-            params=scorer_params(cfg),
-            M=cfg.M,
-            ef_construction=cfg.ef_construction,
-            ef_search=cfg.ef_search,
-            seed=cfg.seed,
             extra={"lifecycle": "geodesic.lifecycle/1", "bar_offset": cfg.data.bar_offset},
-            candidate_metric=cfg.candidate_stage,
-            shrink_exclude_bars=shrink_exclude_bars(ds, cfg),
         )
         scorer = Scorer(model)
         radius = np.linalg.norm(np.stack([scorer.whiten(x) for x in ds.X]), axis=1)
