@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install kafka-jars test test-tansu test-unit test-integration lint format bench demo up down clean audit
+.PHONY: install kafka-jars test test-tansu test-unit test-integration lint format bench soak demo up down clean audit
 
 install: $(STAMP) kafka-jars
 
@@ -44,8 +44,15 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# broker-free benches (a few minutes): the core's scoring, then each service's cost per record
 bench: install
 	$(BIN)/python -m bench.core_scoring
+	$(BIN)/python -m bench.capacity --core-n 0
+
+# 40 minutes on an otherwise idle machine: 5,000 ticks/s for 30 min, then the floor for 10
+SOAK_ARGS ?= --broker kafka --rate 5000 --minutes 30 --floor-minutes 10
+soak: install
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 demo: install
 	$(BIN)/geodesic demo
