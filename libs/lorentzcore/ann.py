@@ -64,6 +64,8 @@ __all__ = [
     "mips_augment_points",
     "mips_augment_queries",
     "recall_at_k",
+    "recall_lower_bound",
+    "recall_per_query",
 ]
 
 #: Candidate metrics: plain squared L2 on z, or Lorentz distance via MIPS augmentation.
@@ -219,8 +221,8 @@ def exact_search(
     return np.take_along_axis(best_i, order, axis=1), np.take_along_axis(best_d, order, axis=1)
 
 
-def recall_at_k(approx_ids: ArrayLike, exact_ids: ArrayLike) -> float:
-    """Mean fraction of each row's exact top-k found among its approximate ids.
+def recall_per_query(approx_ids: ArrayLike, exact_ids: ArrayLike) -> NDArray[np.float64]:
+    """Each row's fraction of its exact top-k found among its approximate ids.
 
     ``approx_ids`` may be wider than ``exact_ids`` (K_cand candidates vs the true top-k):
     that is the recall of the candidate stage.
@@ -236,8 +238,27 @@ def recall_at_k(approx_ids: ArrayLike, exact_ids: ArrayLike) -> float:
     # Offset each row into its own id range so one vectorised isin answers all rows.
     span = int(max(a.max(initial=0), e.max(initial=0))) + 1
     offset = np.arange(a.shape[0], dtype=np.int64)[:, None] * span
-    hits = np.isin(e + offset, a + offset)
-    return float(hits.mean())
+    hits: NDArray[np.bool_] = np.isin(e + offset, a + offset)
+    out: NDArray[np.float64] = hits.mean(axis=1)
+    return out
+
+
+def recall_at_k(approx_ids: ArrayLike, exact_ids: ArrayLike) -> float:
+    """Mean fraction of each row's exact top-k found among its approximate ids."""
+    return float(recall_per_query(approx_ids, exact_ids).mean())
+
+
+def recall_lower_bound(approx_ids: ArrayLike, exact_ids: ArrayLike, z: float = 2.0) -> float:
+    """Mean recall@k minus ``z`` standard errors of that mean over the query rows.
+
+    What "recall holds on this model" means when an operating point is chosen from a
+    sample of queries: a point whose sample mean only just touches the target would miss
+    it on about half of all samples, so the choice asks the lower bound to meet it.
+    """
+    r = recall_per_query(approx_ids, exact_ids)
+    if r.size < 2:
+        return float(r.mean())
+    return float(r.mean() - z * r.std(ddof=1) / np.sqrt(r.size))
 
 
 class AnnIndex:
@@ -521,6 +542,22 @@ class AnnIndex:
     def lift_scale(self) -> float:
         """The lift scale the MIPS graph was built at (1.0 for an L2 index)."""
         return self._lift_scale
+
+    @property
+    def num_threads(self) -> int:
+        """Threads one batch query may use (hnswlib's ``num_threads``; -1 = all cores).
+
+        A single query always runs on the calling thread. Each query of a batch is answered
+        exactly as it would be alone, whatever the thread count.
+        """
+        return self._num_threads
+
+    @num_threads.setter
+    def num_threads(self, value: int) -> None:
+        value = int(value)
+        if value == 0 or value < -1:
+            raise ValueError(f"num_threads must be >= 1 or -1 (all cores); got {value}")
+        self._num_threads = value
 
     @property
     def vector_store(self) -> np.memmap:

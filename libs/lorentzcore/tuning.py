@@ -8,8 +8,11 @@ latency and recall both unpredictable, and lowering is a deliberate operator dec
 The values are set on the :class:`~lorentzcore.ann.AnnIndex`, so ``index.save`` persists
 them with the model.
 
-Two ways in:
+Three ways in:
 
+* :meth:`RecallTuner.calibrate` - offline, for a new model: the *cheapest* point that
+  holds the target, searched upward from the floor (K_cand = k on a Lorentz-MIPS index,
+  ef_search = K_cand) in fine steps, judged by the lower confidence bound of recall.
 * :meth:`RecallTuner.tune` - offline, on a sample of queries, until the target is met.
 * :meth:`RecallTuner.observe` / :meth:`RecallTuner.maybe_bump` - online. ``observe`` is
   on the scoring hot path, so it only samples and enqueues (a few hundred ns); the exact
@@ -28,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from lorentzcore.ann import AnnIndex, recall_at_k
+from lorentzcore.ann import AnnIndex, recall_at_k, recall_lower_bound
 
 __all__ = ["RecallTuner", "TuneReport", "TuneStep"]
 
@@ -138,16 +141,7 @@ class RecallTuner:
         (counted as a bump).
         """
         k = self.k if k is None else int(k)
-        if not 1 <= k <= len(self.index):
-            raise ValueError(f"k must be in [1, {len(self.index)}]; got {k}")
-        Q = np.asarray(queries)
-        if Q.ndim != 2 or Q.shape[0] == 0 or Q.shape[1] != self.index.dim:
-            raise ValueError(f"queries must be (n, {self.index.dim}); got {Q.shape}")
-        rng = np.random.default_rng(self._seed)
-        if Q.shape[0] > self.sample_size:
-            Q = Q[np.sort(rng.choice(Q.shape[0], self.sample_size, replace=False))]
-        exact_ids, _ = self.index.exact_search(Q, k)
-
+        Q, exact_ids = self._sample_truth(queries, k)
         bumps = 0
         if self.index.k_cand < k:
             self.index.set_k_cand(k)
@@ -173,20 +167,96 @@ class RecallTuner:
             reached=recall >= self.target,
         )
 
+    def calibrate(
+        self,
+        queries: ArrayLike,
+        k: int | None = None,
+        *,
+        k_cand: int | None = None,
+        step: float = 1.25,
+        z: float = 2.0,
+    ) -> TuneReport:
+        """The cheapest (ef_search, k_cand) whose recall@k lower bound meets the target.
+
+        Search cost grows with hnswlib's beam, ``max(ef_search, k_cand)``, so the search
+        starts at the floor and climbs in steps of ``step`` (finer than ``growth``: every
+        step past the needed beam is paid on every event):
+
+        * ``k_cand`` (unless given): k on a Lorentz-MIPS index, whose graph already ranks
+          by Lorentz distance, so a K_cand above k buys no recall that the same beam with
+          K_cand = k does not (bench/core_scoring.py, docs/performance.md). On an L2 index
+          the current k_cand is kept: its headroom for the Lorentz re-rank is judged
+          against exact Lorentz k-NN (geodesic certify), which this tuner's L2 truth
+          cannot see.
+        * ``ef_search``: from k_cand upward until ``recall_lower_bound(.., z)`` >= target;
+          past ``max_ef``, k_cand rises as in :meth:`tune`.
+
+        ``queries`` must not be rows of the index (each would find itself): use held-out
+        vectors. The index is left at the chosen point; ``reached`` says whether it holds.
+        """
+        if step <= 1.0:
+            raise ValueError(f"step must be > 1; got {step}")
+        k = self.k if k is None else int(k)
+        Q, exact_ids = self._sample_truth(queries, k)
+        if k_cand is not None:
+            self.index.set_k_cand(max(k, min(int(k_cand), len(self.index))))
+        elif self.index.metric == "lorentz_mips" or self.index.k_cand < k:
+            self.index.set_k_cand(k)
+        self.index.set_ef(min(self.index.k_cand, self.max_ef))
+        history: list[TuneStep] = []
+        bumps = 0
+        while True:
+            approx_ids, _ = self.index.search(Q, min(self.index.k_cand, len(self.index)))
+            bound = recall_lower_bound(approx_ids, exact_ids, z)
+            recall = recall_at_k(approx_ids, exact_ids)
+            history.append(TuneStep(self.index.ef_search, self.index.k_cand, recall))
+            if bound >= self.target or not self._bump(step):
+                break
+            bumps += 1
+        with self._lock:
+            self.param_bumps += bumps
+            self._generation += 1
+            self._window.clear()
+        return TuneReport(
+            recall=recall,
+            ef_search=self.index.ef_search,
+            k_cand=self.index.k_cand,
+            bumps=bumps,
+            history=tuple(history),
+            target=self.target,
+            reached=bound >= self.target,
+        )
+
+    def _sample_truth(
+        self, queries: ArrayLike, k: int
+    ) -> tuple[NDArray[np.floating], NDArray[np.int64]]:
+        """At most ``sample_size`` of the queries (seeded) and their exact top-k."""
+        if not 1 <= k <= len(self.index):
+            raise ValueError(f"k must be in [1, {len(self.index)}]; got {k}")
+        Q = np.asarray(queries)
+        if Q.ndim != 2 or Q.shape[0] == 0 or Q.shape[1] != self.index.dim:
+            raise ValueError(f"queries must be (n, {self.index.dim}); got {Q.shape}")
+        rng = np.random.default_rng(self._seed)
+        if Q.shape[0] > self.sample_size:
+            Q = Q[np.sort(rng.choice(Q.shape[0], self.sample_size, replace=False))]
+        exact_ids, _ = self.index.exact_search(Q, k)
+        return Q, exact_ids
+
     def _measure(self, Q: NDArray[np.floating], exact_ids: NDArray[np.int64]) -> float:
         approx_ids, _ = self.index.search(Q, min(self.index.k_cand, len(self.index)))
         return recall_at_k(approx_ids, exact_ids)
 
-    def _bump(self) -> bool:
+    def _bump(self, growth: float | None = None) -> bool:
         """One step up: ef first, k_cand once ef is capped. False when both are capped."""
+        growth = self.growth if growth is None else growth
         ef, k_cand = self.index.ef_search, self.index.k_cand
         if ef < self.max_ef:
             effective = max(ef, k_cand)
-            self.index.set_ef(min(self.max_ef, max(ef + 1, math.ceil(effective * self.growth))))
+            self.index.set_ef(min(self.max_ef, max(ef + 1, math.ceil(effective * growth))))
             return True
         k_cap = min(self.max_k_cand, len(self.index))
         if k_cand < k_cap:
-            self.index.set_k_cand(min(k_cap, max(k_cand + 1, math.ceil(k_cand * self.growth))))
+            self.index.set_k_cand(min(k_cap, max(k_cand + 1, math.ceil(k_cand * growth))))
             return True
         return False
 

@@ -3,9 +3,9 @@ import math
 
 import numpy as np
 import pytest
-from lorentzcore_data import clustered_vectors, queries_near
+from lorentzcore_data import clustered_vectors, multivariate_t, queries_near, random_shape
 
-from lorentzcore.ann import AnnIndex, recall_at_k
+from lorentzcore.ann import AnnIndex, recall_at_k, recall_lower_bound
 from lorentzcore.tuning import RecallTuner, TuneReport
 
 DIM = 16
@@ -190,3 +190,77 @@ def test_observe_refuses_a_query_of_the_wrong_width(weak_index):
 def test_invalid_arguments_are_refused_by_name(weak_index, kwargs, name):
     with pytest.raises(ValueError, match=name):
         RecallTuner(weak_index, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def heavy_tailed() -> tuple[np.ndarray, np.ndarray, float]:
+    """Whitened-like heavy-tailed vectors, held-out queries and a lift scale 1 / median |z|."""
+    rng = np.random.default_rng(11)
+    X = multivariate_t(6000, random_shape(8, rng), 4.0, rng).astype(np.float32)
+    Q = multivariate_t(400, random_shape(8, rng), 4.0, rng).astype(np.float32)
+    return X, Q, 1.0 / float(np.median(np.linalg.norm(X, axis=1)))
+
+
+def test_calibrate_on_mips_serves_k_candidates_at_the_first_ef_that_holds_the_target(
+    heavy_tailed, tmp_path
+):
+    X, Q, scale = heavy_tailed
+    k = 16
+    index = AnnIndex.build(
+        X,
+        directory=tmp_path,
+        M=6,
+        ef_construction=40,
+        ef_search=200,
+        k_cand=128,
+        metric="lorentz_mips",
+        lift_scale=scale,
+    )
+    tune, held_out = Q[:250], Q[250:]
+    report = RecallTuner(index, target=0.95, k=k, sample_size=250).calibrate(tune)
+
+    assert report.reached and (index.ef_search, index.k_cand) == (report.ef_search, k)
+    assert all(step.k_cand == k for step in report.history)
+    efs = [step.ef_search for step in report.history]
+    assert efs[0] == k and efs == sorted(efs) and len(efs) > 1  # climbed from the floor
+    truth = index.exact_search(tune, k)[0]
+    assert recall_lower_bound(index.search(tune, k)[0], truth) >= 0.95
+    # the step below did not hold: the chosen point is the cheapest on the ladder
+    index.set_ef(efs[-2])
+    assert recall_lower_bound(index.search(tune, k)[0], truth) < 0.95
+    # and the mean holds on queries the tuner never saw
+    index.set_ef(report.ef_search)
+    assert recall_at_k(index.search(held_out, k)[0], index.exact_search(held_out, k)[0]) >= 0.95
+
+
+def test_calibrate_judges_the_lower_bound_not_the_mean(heavy_tailed, tmp_path):
+    X, Q, scale = heavy_tailed
+    index = AnnIndex.build(
+        X, directory=tmp_path, M=6, ef_construction=40, metric="lorentz_mips", lift_scale=scale
+    )
+    sample = Q[:60]  # few queries: a wide interval
+    loose = RecallTuner(index, target=0.95, k=16, sample_size=60).calibrate(sample, z=0.0)
+    strict = RecallTuner(index, target=0.95, k=16, sample_size=60).calibrate(sample, z=3.0)
+    assert strict.ef_search >= loose.ef_search
+    truth = index.exact_search(sample, 16)[0]
+    assert recall_lower_bound(index.search(sample, 16)[0], truth, z=3.0) >= 0.95
+
+
+def test_calibrate_keeps_an_l2_index_s_k_cand_and_lowers_ef_to_it(weak_index, data):
+    _, Q = data
+    weak_index.set_k_cand(3 * K)
+    weak_index.set_ef(500)  # far more than needed: calibrate starts from the floor instead
+    report = RecallTuner(weak_index, k=K, sample_size=200, seed=1).calibrate(Q)
+    assert report.reached and weak_index.k_cand == 3 * K
+    assert report.history[0].ef_search == 3 * K and weak_index.ef_search < 500
+
+
+def test_calibrate_with_a_given_k_cand_uses_it(heavy_tailed, tmp_path):
+    X, Q, scale = heavy_tailed
+    index = AnnIndex.build(
+        X, directory=tmp_path, M=6, ef_construction=40, metric="lorentz_mips", lift_scale=scale
+    )
+    report = RecallTuner(index, k=16, sample_size=100).calibrate(Q, k_cand=40)
+    assert report.k_cand == index.k_cand == 40 and report.history[0].ef_search == 40
+    with pytest.raises(ValueError, match="step"):
+        RecallTuner(index, k=16).calibrate(Q, step=1.0)
