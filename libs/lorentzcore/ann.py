@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import hnswlib
+import numba
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
@@ -95,10 +96,32 @@ def mips_augment_points(
     return out, 1.0 + 2.0 * r2_max
 
 
+@numba.njit(cache=True, nogil=True)
+def _njit_augment_queries(Zq: NDArray[np.floating], scale: float, out: NDArray[np.float32]) -> None:
+    """out[i] = (-u0, s z, 0) of Zq[i], in float64 and rounded once to float32."""
+    d = Zq.shape[1]
+    for i in range(Zq.shape[0]):
+        r2 = 0.0
+        for j in range(d):
+            v = np.float64(Zq[i, j]) * scale
+            r2 += v * v
+            out[i, j + 1] = v
+        out[i, 0] = -np.sqrt(1.0 + r2)
+        out[i, d + 1] = 0.0
+
+
 def mips_augment_queries(Zq: NDArray[np.floating], scale: float) -> NDArray[np.float32]:
-    """Query rows (-u0, s z, 0) in float32."""
-    u0, sz = _lift_parts(Zq, scale)
-    return np.column_stack([-u0, sz, np.zeros_like(u0)]).astype(np.float32)
+    """Query rows (-u0, s z, 0) in float32.
+
+    Compiled: on the single-event path the numpy version (float64 copies, einsum, a column
+    stack) cost ~5 us per query, as much as the rest of the wrapper around knn_query.
+    """
+    q = np.ascontiguousarray(Zq)
+    if q.dtype != np.float32:
+        q = q.astype(np.float64)
+    out = np.empty((q.shape[0], q.shape[1] + 2), dtype=np.float32)
+    _njit_augment_queries(q, float(scale), out)
+    return out
 
 
 ANN_FORMAT_VERSION = 1
