@@ -83,6 +83,9 @@ class RecallTuner:
         min_window: sampled queries needed before :meth:`maybe_bump` acts.
         max_pending: cap on queries waiting for exact search (oldest dropped).
         seed: seeds both the tune sample and the live sampling.
+        z: standard errors in the confidence bounds: :meth:`calibrate`'s default, and
+            :meth:`maybe_bump` bumps only when the rolling mean plus z standard errors
+            is still below target.
     """
 
     def __init__(
@@ -100,6 +103,7 @@ class RecallTuner:
         min_window: int = 64,
         max_pending: int = 1024,
         seed: int = 0,
+        z: float = 2.0,
     ) -> None:
         checks = {
             "target": 0.0 < target <= 1.0,
@@ -112,6 +116,7 @@ class RecallTuner:
             "window": window >= 1,
             "min_window": 1 <= min_window <= window,
             "max_pending": max_pending >= 1,
+            "z": z >= 0.0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -125,6 +130,7 @@ class RecallTuner:
         self.growth = float(growth)
         self.sample_rate = float(sample_rate)
         self.min_window = int(min_window)
+        self.z = float(z)
         self._seed = int(seed)
         self._sampler = random.Random(seed)
         self._pending: deque[_Pending] = deque(maxlen=max_pending)
@@ -174,7 +180,7 @@ class RecallTuner:
         *,
         k_cand: int | None = None,
         step: float = 1.25,
-        z: float = 2.0,
+        z: float | None = None,
     ) -> TuneReport:
         """The cheapest (ef_search, k_cand) whose recall@k lower bound meets the target.
 
@@ -196,6 +202,7 @@ class RecallTuner:
         """
         if step <= 1.0:
             raise ValueError(f"step must be > 1; got {step}")
+        z = self.z if z is None else float(z)
         k = self.k if k is None else int(k)
         Q, exact_ids = self._sample_truth(queries, k)
         if k_cand is not None:
@@ -318,16 +325,24 @@ class RecallTuner:
         return len(self._window)
 
     def maybe_bump(self) -> bool:
-        """Evaluate pending samples; raise the params once if rolling recall is below target.
+        """Evaluate pending samples; raise the params once if rolling recall is below target
+        beyond its noise: the upper confidence bound of the window's mean (``z`` standard
+        errors) under the target.
 
-        Needs ``min_window`` samples first, and clears the window after a bump so the next
-        decision is made on measurements taken with the new parameters.
+        A calibrated point sits only a little above the target (its lower bound meets it),
+        and the tuner never lowers: a bump on a noisy dip of a 32-sample window would raise
+        the search cost for good. Needs ``min_window`` samples first, and clears the window
+        after a bump so the next decision is made on measurements taken with the new
+        parameters.
         """
         self.evaluate_pending()
         with self._lock:
-            if len(self._window) < self.min_window:
+            n = len(self._window)
+            if n < self.min_window:
                 return False
-            if float(np.mean(self._window)) >= self.target:
+            w = np.fromiter(self._window, dtype=np.float64, count=n)
+            se = float(w.std(ddof=1)) / math.sqrt(n) if n > 1 else 0.0
+            if float(w.mean()) + self.z * se >= self.target:
                 return False
             if not self._bump():
                 return False

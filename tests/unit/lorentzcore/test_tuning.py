@@ -101,19 +101,22 @@ def test_tuned_values_persist_through_save_and_load(weak_index, data, tmp_path):
 
 
 def test_streaming_bumps_ef_until_rolling_recall_meets_target(weak_index, data):
+    """Bumps while the shortfall is evidenced (upper bound under target); once the
+    window covers every query (400), what remains is the measured recall itself."""
     _, Q = data
-    tuner = RecallTuner(weak_index, k=K, sample_rate=1.0, window=100, min_window=50, seed=2)
+    tuner = RecallTuner(weak_index, k=K, sample_rate=1.0, window=400, min_window=50, seed=2)
     start_ef = weak_index.ef_search
     bumps = []
-    for round_ in range(15):
+    for round_ in range(40):
         for i in range(60):
             assert tuner.observe(Q[(round_ * 60 + i) % len(Q)])
-        if not tuner.maybe_bump():
-            break
-        bumps.append(weak_index.ef_search)
-        assert tuner.rolling_recall is None  # the window restarts with the new ef
+        if tuner.maybe_bump():
+            bumps.append(weak_index.ef_search)
+            assert tuner.rolling_recall is None  # the window restarts with the new ef
     assert bumps and bumps == sorted(bumps) and bumps[0] > start_ef
     assert tuner.param_bumps == len(bumps)
+    assert tuner.window_size == 400
+    assert tuner.rolling_recall == pytest.approx(measured_recall(weak_index, Q))
     assert tuner.rolling_recall >= 0.95
     metrics = tuner.metrics()
     assert metrics["param_bumps_total"] == len(bumps)
@@ -152,11 +155,11 @@ def test_maybe_bump_waits_for_min_window_and_leaves_good_recall_alone(weak_index
 
 def test_samples_taken_before_a_bump_are_discarded(weak_index, data):
     _, Q = data
-    tuner = RecallTuner(weak_index, k=K, sample_rate=1.0, min_window=10, seed=0)
-    for q in Q[:10]:
+    tuner = RecallTuner(weak_index, k=K, sample_rate=1.0, min_window=60, seed=0)
+    for q in Q[:60]:
         tuner.observe(q)
     assert tuner.maybe_bump()
-    for q in Q[10:15]:
+    for q in Q[60:65]:
         tuner.observe(q)
     tuner.tune(Q[:50])  # also a parameter change: the 5 queued samples are stale
     assert tuner.evaluate_pending() == 0
@@ -264,3 +267,32 @@ def test_calibrate_with_a_given_k_cand_uses_it(heavy_tailed, tmp_path):
     assert report.k_cand == index.k_cand == 40 and report.history[0].ef_search == 40
     with pytest.raises(ValueError, match="step"):
         RecallTuner(index, k=16).calibrate(Q, step=1.0)
+
+
+def test_live_tuner_leaves_a_noisy_dip_alone_but_bumps_a_real_shortfall(weak_index, data):
+    """A window of per-query recalls 1.0 / 0.9 with mean 0.94 (standard error 0.009) is
+    within noise of 0.95 and left alone; 1.0 / 0.8 with mean 0.90 (0.019) is a shortfall."""
+    _, Q = data
+    exact = weak_index.exact_search(Q[:1], K)[0][0]
+    far = np.arange(len(weak_index) - K, len(weak_index))
+    assert not np.isin(far, exact).any()
+
+    def candidates(hits: int) -> np.ndarray:
+        return np.concatenate([exact[:hits], far[: K - hits]])
+
+    def window(tuner: RecallTuner, recalls: list[int]) -> None:
+        for hits in recalls:
+            assert tuner.observe(Q[0], candidate_ids=candidates(hits))
+        tuner.evaluate_pending()
+
+    dip = RecallTuner(weak_index, k=K, sample_rate=1.0, min_window=20, seed=0)
+    window(dip, [10] * 12 + [9] * 18)
+    assert 0.93 < dip.rolling_recall < 0.95
+    assert not dip.maybe_bump()  # 0.94 + 2 SE > 0.95: not evidence of a shortfall
+    ef = weak_index.ef_search
+
+    short = RecallTuner(weak_index, k=K, sample_rate=1.0, min_window=20, seed=0)
+    window(short, [10, 8] * 15)
+    assert short.maybe_bump() and weak_index.ef_search > ef
+    with pytest.raises(ValueError, match="z"):
+        RecallTuner(weak_index, k=K, z=-1.0)
