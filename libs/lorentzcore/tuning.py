@@ -1,10 +1,13 @@
 """Recall auto-tuning for the candidate stage.
 
-Truth is the exact top-k by squared L2 in whitened space; the candidate stage "recalls" a
-true neighbour when it is among the K_cand ids the HNSW search returns. When measured
-recall@k is below target the tuner raises ``ef_search`` (geometrically) and, once ef has
-reached ``max_ef``, ``k_cand``. It never lowers either: a tuner that oscillates would make
-latency and recall both unpredictable, and lowering is a deliberate operator decision.
+Truth is the exact top-k in the index's metric (``AnnIndex.exact_search``: squared L2 in
+whitened space, or on a Lorentz-MIPS index the exact Lorentz top-k); the candidate stage
+"recalls" a true neighbour when it is among the K_cand ids the HNSW search returns. When
+measured recall@k is below target the tuner raises ``ef_search`` (geometrically) and, once
+ef has reached ``max_ef``, ``k_cand``. Once a model serves, it never lowers either: a tuner
+that oscillates would make latency and recall both unpredictable, and lowering is a
+deliberate operator decision (``calibrate``, which starts from the floor, is that decision
+for a new model, taken offline).
 The values are set on the :class:`~lorentzcore.ann.AnnIndex`, so ``index.save`` persists
 them with the model.
 
