@@ -424,16 +424,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name, row in rows.items():
         print(f"  {name:<26}{row['records']:>9}{row['cpu_s']:>9.2f}{row['per_core_s']:>20,.0f}")
     if core is not None:
-        print(f"  core {core['n']} x {core['d']}, K={core['k']}, K_cand={core['k_cand']}:")
+        c = core["served"]
         print(
-            f"    batch scoring              {core['batch_events_per_s']:,} events/s wall, "
-            f"{core['batch_events_per_cpu_s']:,} per CPU second"
+            f"  core {core['n']} x {core['d']}, K={core['k']}, {c['metric']}, "
+            f"ef_search={c['ef_search']}, K_cand={c['k_cand']}:"
         )
         print(
-            f"    single event p50 / p99     {core['single_p50_us']} / {core['single_p99_us']} us"
+            f"    batch scoring, 1 thread    {c['batch_1t_events_per_s']:,} events/s wall, "
+            f"{c['batch_1t_events_per_cpu_s']:,} per CPU second"
         )
-        print(f"    recall@{core['k']} vs exact         {core['recall_at_k_vs_exact_lorentz']}")
-        print(f"    batch us per event by stage {core['batch_us_per_event']}")
+        print(
+            f"    single event p50 / p99     {c['single_p50_us']} / {c['single_p99_us']} us wall, "
+            f"{c['single_cpu_p50_us']} / {c['single_cpu_p99_us']} us CPU"
+        )
+        print(f"    recall@{core['k']} vs exact         {c['recall_at_k_vs_exact_lorentz']}")
+        print(f"    batch us per event by stage {c['batch_us_per_event']}")
     return result
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Literal, overload
 
+import numba
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from pydantic import BaseModel, ConfigDict, Field
@@ -102,6 +103,24 @@ def _as_bar_lags(tau: ArrayLike) -> NDArray[np.int64]:
     return lags
 
 
+@numba.njit(cache=True, nogil=True)
+def _njit_gather_sin(
+    lags: NDArray[np.int64], cycle: int, table: FloatArray, out: FloatArray
+) -> bool:
+    """out[i] = table[lags[i] mod cycle] (no reduction when cycle is 0). False, with out
+    unfinished, when a lag is negative or beyond the table: the caller's general path
+    then raises or grows the table, and counts."""
+    for i in range(lags.shape[0]):
+        lag = lags[i]
+        if lag < 0:
+            return False
+        j = lag % cycle if cycle > 0 else lag
+        if j >= table.shape[0]:
+            return False
+        out[i] = table[j]
+    return True
+
+
 class SinCache:
     """sin(pi tau / p) for whole bar lags tau, from a table grown on demand.
 
@@ -146,6 +165,18 @@ class SinCache:
 
     def lookup(self, tau: ArrayLike) -> FloatArray:
         """sin(pi tau / p) for an array of whole, non-negative bar lags."""
+        if (
+            isinstance(tau, np.ndarray)
+            and tau.dtype == np.int64
+            and tau.flags.c_contiguous
+            and self._table.size
+        ):
+            # The scorer's case (int64 lags, all in the table): one compiled pass instead
+            # of ~8 numpy calls (~6 us per event). Anything else takes the general path.
+            out = np.empty(tau.shape)
+            if _njit_gather_sin(tau.reshape(-1), self._cycle or 0, self._table, out.reshape(-1)):
+                self.hits += tau.size
+                return out
         lags = _as_bar_lags(tau)
         index = lags % self._cycle if self._cycle is not None else lags
         size_before = self._table.size

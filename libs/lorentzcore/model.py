@@ -195,6 +195,19 @@ class AnalogModel:
         model.save()
         return model
 
+    def with_operating_point(self, ef_search: int, k_cand: int) -> AnalogModel:
+        """This model served at (ef_search, k_cand), e.g. from RecallTuner.calibrate.
+
+        Both live in two places that must agree: the index (ann_meta.json; ef_search is
+        applied to the shared hnswlib graph at once) and the spec's ScorerParams, whose
+        k_cand the Scorer asks for. Validated (k <= k_cand); written by :meth:`save`.
+        """
+        params = ScorerParams.model_validate({**self.spec.params.model_dump(), "k_cand": k_cand})
+        self.index.set_ef(ef_search)
+        self.index.set_k_cand(k_cand)
+        spec = self.spec.model_copy(update={"params": params})
+        return AnalogModel(spec, self.whitener, self.index, self.labels, self.times, self.directory)
+
     def save(self) -> Path:
         """Write everything but the index's own files into the model directory."""
         d = self.directory

@@ -21,7 +21,7 @@ from geodesic.contracts.model_registry import DEFAULT_MODEL_REGISTRY
 log = logging.getLogger(__name__)
 
 QUICK_DATA: dict[str, Any] = {"max_bars": 700}
-QUICK_TRAIN: dict[str, Any] = {"folds": 3, "k": 16, "k_cand": 64, "ef_construction": 100}
+QUICK_TRAIN: dict[str, Any] = {"folds": 3, "k": 16, "ef_construction": 100}
 QUICK_CERTIFY: dict[str, Any] = {
     "ef_grid": (16, 64),
     "k_cand_multiples": (1, 4),
@@ -92,7 +92,9 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
     m.add_argument("--folds", type=int, help="purged K-fold folds (default 5)")
     m.add_argument("--embargo", type=int, help="bars embargoed after each test block")
     m.add_argument("--k", type=int, help="neighbours kept after the re-rank")
-    m.add_argument("--k-cand", type=int, help="HNSW candidates")
+    m.add_argument(
+        "--k-cand", type=int, help="HNSW candidates (default K on lorentz_mips, 4 K on l2)"
+    )
     m.add_argument("--period", type=float, help="periodic kernel season in bars")
     m.add_argument(
         "--periodic-length-scale", type=float, help="periodic kernel length scale (default 1)"

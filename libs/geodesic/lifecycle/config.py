@@ -86,7 +86,8 @@ class TrainConfig(BaseModel):
     #: Bars after each test block also removed from training; >= horizon (checked).
     embargo: Annotated[int, Field(ge=0)] = 5
     k: PosInt = 32
-    k_cand: PosInt = 128
+    #: Candidates fetched per event before the Lorentz re-rank; None: see `candidate_count`.
+    k_cand: PosInt | None = None
     #: Periodic-kernel season in bars: 5 daily bars = one trading week.
     period: PosFloat = 5.0
     periodic_length_scale: PosFloat = 1.0
@@ -102,6 +103,9 @@ class TrainConfig(BaseModel):
     candidate_stage: Literal["l2", "lorentz_mips"] = "lorentz_mips"
     M: Annotated[int, Field(ge=2)] = 16
     ef_construction: PosInt = 200
+    #: Beam width before certification; `geodesic train` then serves the cheapest
+    #: certified point. With K_cand = K = 32, ef 64 holds recall@32 0.97 at 200k x 16
+    #: (docs/performance.md).
     ef_search: PosInt = 64
     #: Top fraction of scores for precision@k.
     precision_top_fraction: Annotated[float, Field(gt=0, le=1)] = 0.1
@@ -128,6 +132,16 @@ class TrainConfig(BaseModel):
     prior_trials: Annotated[int, Field(ge=0)] = 0
     reliability_bins: Annotated[int, Field(ge=2)] = 10
 
+    @property
+    def candidate_count(self) -> int:
+        """K_cand served: ``k_cand``, or by default K for the lorentz_mips stage (its graph
+        already ranks by Lorentz distance, so candidates beyond K add no recall that the
+        beam width does not; the re-rank only orders them in float64) and 4 K for l2 (the
+        L2 order is not the Lorentz order; K_cand 128 for K 32 held recall@32 0.985)."""
+        if self.k_cand is not None:
+            return self.k_cand
+        return self.k if self.candidate_stage == "lorentz_mips" else 4 * self.k
+
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
         if self.embargo < self.data.horizon:
@@ -135,7 +149,7 @@ class TrainConfig(BaseModel):
                 f"embargo: {self.embargo} bars is shorter than the label horizon "
                 f"({self.data.horizon}); serially dependent labels would leak"
             )
-        if self.k > self.k_cand:
+        if self.k > self.candidate_count:
             raise ValueError(f"k: {self.k} exceeds k_cand {self.k_cand}")
         return self
 
@@ -145,7 +159,8 @@ class CertifyConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    ef_grid: tuple[PosInt, ...] = (16, 32, 64, 128, 256)
+    #: Fine steps where the choice usually falls (the chosen beam is paid on every event).
+    ef_grid: tuple[PosInt, ...] = (16, 32, 48, 64, 80, 96, 128, 256)
     #: Candidate counts as multiples of K (1 = no re-rank headroom).
     k_cand_multiples: tuple[PosInt, ...] = (1, 2, 4, 8)
     target_recall: Annotated[float, Field(gt=0, le=1)] = 0.95

@@ -122,7 +122,7 @@ def kernel_config(cfg: TrainConfig) -> KernelConfig:
 def scorer_params(cfg: TrainConfig) -> ScorerParams:
     return ScorerParams(
         k=cfg.k,
-        k_cand=cfg.k_cand,
+        k_cand=cfg.candidate_count,
         long_threshold=cfg.long_threshold,
         short_threshold=cfg.short_threshold,
     )

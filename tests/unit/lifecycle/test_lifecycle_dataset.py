@@ -149,3 +149,11 @@ def test_replay_spread_model_matches_live_spread_distribution_and_keeps_whitenin
 def test_embargo_shorter_than_horizon_is_rejected():
     with pytest.raises(ValueError, match="embargo"):
         TrainConfig(data=DatasetConfig(horizon=10), embargo=5)
+
+
+def test_default_k_cand_is_k_on_the_lorentz_stage_and_four_k_on_l2():
+    assert TrainConfig().candidate_count == TrainConfig().k == 32
+    assert TrainConfig(candidate_stage="l2", k=16).candidate_count == 64
+    assert TrainConfig(k=16, k_cand=40).candidate_count == 40
+    with pytest.raises(ValueError, match="exceeds k_cand"):
+        TrainConfig(k=16, k_cand=8)

@@ -12,6 +12,8 @@ from lorentzcore.ann import (
     AnnIndex,
     exact_search,
     recall_at_k,
+    recall_lower_bound,
+    recall_per_query,
 )
 
 DIM = 16
@@ -120,6 +122,32 @@ def test_recall_at_k_counts_true_neighbours_found_in_candidates():
     assert recall_at_k(exact, exact) == 1.0
     with pytest.raises(ValueError, match="same number"):
         recall_at_k(approx[:1], exact)
+
+
+def test_recall_lower_bound_subtracts_standard_errors_of_the_per_query_mean():
+    exact = np.array([[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12]])
+    approx = np.array([[1, 2, 3, 4], [5, 6, 0, 0], [9, 10, 11, 0]])
+    per_query = recall_per_query(approx, exact)
+    np.testing.assert_array_equal(per_query, [1.0, 0.5, 0.75])
+    se = np.std(per_query, ddof=1) / np.sqrt(3)
+    assert recall_lower_bound(approx, exact) == pytest.approx(0.75 - 2 * se)
+    assert recall_lower_bound(approx, exact, z=1.0) == pytest.approx(0.75 - se)
+    assert recall_lower_bound(exact, exact) == 1.0  # no spread, no penalty
+    assert recall_lower_bound(approx[:1], exact[:1]) == 1.0  # one query: the mean
+
+
+def test_threaded_batch_answers_every_query_as_it_would_alone(index, data):
+    _, Q, _ = data
+    alone = np.concatenate([index.search_with_vectors(q)[0] for q in Q[:60]])
+    index.num_threads = 2
+    ids, _dists, Z = index.search_with_vectors(Q[:60])
+    np.testing.assert_array_equal(ids, alone)
+    np.testing.assert_array_equal(Z, index.get_vectors(ids))
+    index.num_threads = -1
+    np.testing.assert_array_equal(index.search_with_vectors(Q[:60])[0], alone)
+    for bad in (0, -2):
+        with pytest.raises(ValueError, match="num_threads"):
+            index.num_threads = bad
 
 
 def test_ef_and_recall_survive_save_and_load(index, data, tmp_path):

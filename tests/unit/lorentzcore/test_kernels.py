@@ -110,6 +110,21 @@ def test_sin_cache_with_a_whole_period_never_holds_more_than_two_periods():
     assert cache.hits == hits_before + 1
 
 
+@pytest.mark.parametrize(("period", "cap"), [(390.0, 1 << 20), (97.5, 1 << 20), (97.5, 300)])
+def test_sin_cache_compiled_int64_path_gives_the_general_path_s_values_and_counts(period, cap):
+    rng = np.random.default_rng(1)
+    fast, general = SinCache(period, max_entries=cap), SinCache(period, max_entries=cap)
+    for shape in [(40, 32), (32,), (40, 32), (7, 3)]:
+        tau = rng.integers(0, 1200, size=shape)  # int64, C-contiguous: the scorer's lags
+        got = fast.lookup(tau)
+        want = general.lookup(tau.tolist())  # a list always takes the general path
+        assert got.shape == tau.shape
+        np.testing.assert_array_equal(got, want)
+        assert (fast.hits, fast.misses, fast.size) == (general.hits, general.misses, general.size)
+    with pytest.raises(ValueError, match="negative"):
+        fast.lookup(np.array([3, -1], dtype=np.int64))
+
+
 def test_sin_cache_beyond_its_cap_computes_directly_and_counts_misses():
     cache = SinCache(97.5, max_entries=64)
     values = cache.lookup([10, 500, 500])

@@ -1,12 +1,14 @@
 import numpy as np
 import pytest
 
+from lorentzcore.ann import recall_at_k
 from lorentzcore.degrade import DegradeController
 from lorentzcore.hyperbolic import lorentz_distance_from_spatial
 from lorentzcore.kernels import KernelConfig
 from lorentzcore.metrics import roc_auc
 from lorentzcore.model import AnalogModel, ModelArtifactError, ScorerParams
 from lorentzcore.scorer import NonFiniteInputError, Scorer
+from lorentzcore.tuning import RecallTuner
 
 D = 6
 
@@ -156,6 +158,85 @@ def test_truncated_labels_file_is_refused_with_its_name(planted, tmp_path):
     np.save(copy / "labels.npy", np.zeros(5, dtype=np.float32))
     with pytest.raises(ModelArtifactError, match=r"labels\.npy"):
         AnalogModel.load(copy)
+
+
+@pytest.fixture(scope="module")
+def served_mips(tmp_path_factory):
+    """The default served shape: Lorentz-MIPS candidates, K_cand = K, ef calibrated."""
+    rng = np.random.default_rng(8)
+    n, d = 6000, 8
+    X = rng.standard_t(df=4, size=(n, d)) @ rng.standard_normal((d, d))
+    y = (X[:, 0] + rng.standard_normal(n) > 0).astype(np.float32)
+    model = AnalogModel.fit(
+        X[:5000],
+        y[:5000],
+        np.arange(5000),
+        directory=tmp_path_factory.mktemp("mips"),
+        model_id="mips-1",
+        feature_names=tuple(f"f{i}" for i in range(d)),
+        schema_hash="deadbeefcafe0001",
+        kernel=KernelConfig(period=20.0),
+        params=ScorerParams(k=16, k_cand=16),
+        M=8,
+        ef_construction=60,
+        candidate_metric="lorentz_mips",
+    )
+    scorer = Scorer(model)
+    tune = np.stack([scorer.whiten(x) for x in X[5000:5300]])
+    report = RecallTuner(model.index, k=16, sample_size=300).calibrate(tune)
+    served = model.with_operating_point(report.ef_search, report.k_cand)
+    return served, X[5300:], np.arange(5300, 6000, dtype=np.int64)
+
+
+def test_calibrated_mips_model_holds_recall_against_exact_lorentz_knn(served_mips):
+    model, Xq, Tq = served_mips
+    assert model.spec.params.k_cand == model.index.k_cand == model.spec.params.k
+    scorer = Scorer(model)
+    batch = scorer.score_batch(Xq, Tq)
+    scale = model.spec.params.lift_scale
+    store = np.asarray(model.index.vector_store, dtype=np.float64) * scale
+    exact = np.stack(
+        [
+            np.argsort(
+                lorentz_distance_from_spatial(scale * scorer.whiten(x), store), kind="stable"
+            )[:16]
+            for x in Xq
+        ]
+    )
+    assert recall_at_k(batch.neighbor_ids, exact) >= 0.95
+
+
+def test_threaded_batch_equals_single_events_bit_for_bit_on_the_served_model(served_mips):
+    model, Xq, Tq = served_mips
+    scorer = Scorer(model)
+    model.index.num_threads = 2
+    try:
+        batch = scorer.score_batch(Xq[:200], Tq[:200])
+    finally:
+        model.index.num_threads = 1
+    for i in range(200):
+        s = scorer.score(Xq[i], int(Tq[i]))
+        assert s.prob_up == batch.prob_up[i] and s.eff_k == batch.eff_k[i]
+        assert s.abstain == batch.abstain[i]
+        np.testing.assert_array_equal(s.neighbor_ids, batch.neighbor_ids[i])
+
+
+def test_operating_point_is_validated_and_survives_save_and_load(served_mips):
+    model, Xq, Tq = served_mips
+    with pytest.raises(ValueError, match="k_cand"):
+        model.with_operating_point(64, model.spec.params.k - 1)
+    wider = model.with_operating_point(model.index.ef_search + 8, 24)
+    try:
+        wider.save()
+        again = AnalogModel.load(model.directory)
+        assert (again.index.ef_search, again.index.k_cand) == (wider.index.ef_search, 24)
+        assert again.spec.params.k_cand == 24
+        np.testing.assert_array_equal(
+            Scorer(again).score(Xq[0], int(Tq[0])).neighbor_ids,
+            Scorer(wider).score(Xq[0], int(Tq[0])).neighbor_ids,
+        )
+    finally:
+        model.with_operating_point(model.index.ef_search - 8, model.spec.params.k_cand).save()
 
 
 def test_params_reject_k_above_k_cand():

@@ -3,9 +3,9 @@ import math
 
 import numpy as np
 import pytest
-from lorentzcore_data import clustered_vectors, queries_near
+from lorentzcore_data import clustered_vectors, multivariate_t, queries_near, random_shape
 
-from lorentzcore.ann import AnnIndex, recall_at_k
+from lorentzcore.ann import AnnIndex, recall_at_k, recall_lower_bound
 from lorentzcore.tuning import RecallTuner, TuneReport
 
 DIM = 16
@@ -101,19 +101,22 @@ def test_tuned_values_persist_through_save_and_load(weak_index, data, tmp_path):
 
 
 def test_streaming_bumps_ef_until_rolling_recall_meets_target(weak_index, data):
+    """Bumps while the shortfall is evidenced (upper bound under target); once the
+    window covers every query (400), what remains is the measured recall itself."""
     _, Q = data
-    tuner = RecallTuner(weak_index, k=K, sample_rate=1.0, window=100, min_window=50, seed=2)
+    tuner = RecallTuner(weak_index, k=K, sample_rate=1.0, window=400, min_window=50, seed=2)
     start_ef = weak_index.ef_search
     bumps = []
-    for round_ in range(15):
+    for round_ in range(40):
         for i in range(60):
             assert tuner.observe(Q[(round_ * 60 + i) % len(Q)])
-        if not tuner.maybe_bump():
-            break
-        bumps.append(weak_index.ef_search)
-        assert tuner.rolling_recall is None  # the window restarts with the new ef
+        if tuner.maybe_bump():
+            bumps.append(weak_index.ef_search)
+            assert tuner.rolling_recall is None  # the window restarts with the new ef
     assert bumps and bumps == sorted(bumps) and bumps[0] > start_ef
     assert tuner.param_bumps == len(bumps)
+    assert tuner.window_size == 400
+    assert tuner.rolling_recall == pytest.approx(measured_recall(weak_index, Q))
     assert tuner.rolling_recall >= 0.95
     metrics = tuner.metrics()
     assert metrics["param_bumps_total"] == len(bumps)
@@ -152,11 +155,11 @@ def test_maybe_bump_waits_for_min_window_and_leaves_good_recall_alone(weak_index
 
 def test_samples_taken_before_a_bump_are_discarded(weak_index, data):
     _, Q = data
-    tuner = RecallTuner(weak_index, k=K, sample_rate=1.0, min_window=10, seed=0)
-    for q in Q[:10]:
+    tuner = RecallTuner(weak_index, k=K, sample_rate=1.0, min_window=60, seed=0)
+    for q in Q[:60]:
         tuner.observe(q)
     assert tuner.maybe_bump()
-    for q in Q[10:15]:
+    for q in Q[60:65]:
         tuner.observe(q)
     tuner.tune(Q[:50])  # also a parameter change: the 5 queued samples are stale
     assert tuner.evaluate_pending() == 0
@@ -190,3 +193,106 @@ def test_observe_refuses_a_query_of_the_wrong_width(weak_index):
 def test_invalid_arguments_are_refused_by_name(weak_index, kwargs, name):
     with pytest.raises(ValueError, match=name):
         RecallTuner(weak_index, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def heavy_tailed() -> tuple[np.ndarray, np.ndarray, float]:
+    """Whitened-like heavy-tailed vectors, held-out queries and a lift scale 1 / median |z|."""
+    rng = np.random.default_rng(11)
+    X = multivariate_t(6000, random_shape(8, rng), 4.0, rng).astype(np.float32)
+    Q = multivariate_t(400, random_shape(8, rng), 4.0, rng).astype(np.float32)
+    return X, Q, 1.0 / float(np.median(np.linalg.norm(X, axis=1)))
+
+
+def test_calibrate_on_mips_serves_k_candidates_at_the_first_ef_that_holds_the_target(
+    heavy_tailed, tmp_path
+):
+    X, Q, scale = heavy_tailed
+    k = 16
+    index = AnnIndex.build(
+        X,
+        directory=tmp_path,
+        M=6,
+        ef_construction=40,
+        ef_search=200,
+        k_cand=128,
+        metric="lorentz_mips",
+        lift_scale=scale,
+    )
+    tune, held_out = Q[:250], Q[250:]
+    report = RecallTuner(index, target=0.95, k=k, sample_size=250).calibrate(tune)
+
+    assert report.reached and (index.ef_search, index.k_cand) == (report.ef_search, k)
+    assert all(step.k_cand == k for step in report.history)
+    efs = [step.ef_search for step in report.history]
+    assert efs[0] == k and efs == sorted(efs) and len(efs) > 1  # climbed from the floor
+    truth = index.exact_search(tune, k)[0]
+    assert recall_lower_bound(index.search(tune, k)[0], truth) >= 0.95
+    # the step below did not hold: the chosen point is the cheapest on the ladder
+    index.set_ef(efs[-2])
+    assert recall_lower_bound(index.search(tune, k)[0], truth) < 0.95
+    # and the mean holds on queries the tuner never saw
+    index.set_ef(report.ef_search)
+    assert recall_at_k(index.search(held_out, k)[0], index.exact_search(held_out, k)[0]) >= 0.95
+
+
+def test_calibrate_judges_the_lower_bound_not_the_mean(heavy_tailed, tmp_path):
+    X, Q, scale = heavy_tailed
+    index = AnnIndex.build(
+        X, directory=tmp_path, M=6, ef_construction=40, metric="lorentz_mips", lift_scale=scale
+    )
+    sample = Q[:60]  # few queries: a wide interval
+    loose = RecallTuner(index, target=0.95, k=16, sample_size=60).calibrate(sample, z=0.0)
+    strict = RecallTuner(index, target=0.95, k=16, sample_size=60).calibrate(sample, z=3.0)
+    assert strict.ef_search >= loose.ef_search
+    truth = index.exact_search(sample, 16)[0]
+    assert recall_lower_bound(index.search(sample, 16)[0], truth, z=3.0) >= 0.95
+
+
+def test_calibrate_keeps_an_l2_index_s_k_cand_and_lowers_ef_to_it(weak_index, data):
+    _, Q = data
+    weak_index.set_k_cand(3 * K)
+    weak_index.set_ef(500)  # far more than needed: calibrate starts from the floor instead
+    report = RecallTuner(weak_index, k=K, sample_size=200, seed=1).calibrate(Q)
+    assert report.reached and weak_index.k_cand == 3 * K
+    assert report.history[0].ef_search == 3 * K and weak_index.ef_search < 500
+
+
+def test_calibrate_with_a_given_k_cand_uses_it(heavy_tailed, tmp_path):
+    X, Q, scale = heavy_tailed
+    index = AnnIndex.build(
+        X, directory=tmp_path, M=6, ef_construction=40, metric="lorentz_mips", lift_scale=scale
+    )
+    report = RecallTuner(index, k=16, sample_size=100).calibrate(Q, k_cand=40)
+    assert report.k_cand == index.k_cand == 40 and report.history[0].ef_search == 40
+    with pytest.raises(ValueError, match="step"):
+        RecallTuner(index, k=16).calibrate(Q, step=1.0)
+
+
+def test_live_tuner_leaves_a_noisy_dip_alone_but_bumps_a_real_shortfall(weak_index, data):
+    """A window of per-query recalls 1.0 / 0.9 with mean 0.94 (standard error 0.009) is
+    within noise of 0.95 and left alone; 1.0 / 0.8 with mean 0.90 (0.019) is a shortfall."""
+    _, Q = data
+    exact = weak_index.exact_search(Q[:1], K)[0][0]
+    far = np.arange(len(weak_index) - K, len(weak_index))
+    assert not np.isin(far, exact).any()
+
+    def candidates(hits: int) -> np.ndarray:
+        return np.concatenate([exact[:hits], far[: K - hits]])
+
+    def window(tuner: RecallTuner, recalls: list[int]) -> None:
+        for hits in recalls:
+            assert tuner.observe(Q[0], candidate_ids=candidates(hits))
+        tuner.evaluate_pending()
+
+    dip = RecallTuner(weak_index, k=K, sample_rate=1.0, min_window=20, seed=0)
+    window(dip, [10] * 12 + [9] * 18)
+    assert 0.93 < dip.rolling_recall < 0.95
+    assert not dip.maybe_bump()  # 0.94 + 2 SE > 0.95: not evidence of a shortfall
+    ef = weak_index.ef_search
+
+    short = RecallTuner(weak_index, k=K, sample_rate=1.0, min_window=20, seed=0)
+    window(short, [10, 8] * 15)
+    assert short.maybe_bump() and weak_index.ef_search > ef
+    with pytest.raises(ValueError, match="z"):
+        RecallTuner(weak_index, k=K, z=-1.0)
