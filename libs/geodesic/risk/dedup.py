@@ -6,16 +6,16 @@ from collections import OrderedDict
 
 
 class SeenIds:
+    """The last ``capacity`` ids, oldest forgotten first (callers count the repeats)."""
+
     def __init__(self, capacity: int = 100_000) -> None:
         self.capacity = capacity
         self._ids: OrderedDict[str, None] = OrderedDict()
-        self.repeats = 0
 
     def add(self, key: str) -> bool:
         """Remember key; False when it was already seen (a duplicate to drop)."""
         if key in self._ids:
             self._ids.move_to_end(key)
-            self.repeats += 1
             return False
         self._ids[key] = None
         if len(self._ids) > self.capacity:
