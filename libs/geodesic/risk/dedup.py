@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
 
 
@@ -25,8 +26,14 @@ class SeenIds:
     def __len__(self) -> int:
         return len(self._ids)
 
-    def snapshot(self) -> list[str]:
-        return list(self._ids)
+    def snapshot(self, last: int | None = None) -> list[str]:
+        """The ids oldest first; with ``last``, only the newest ``last`` of them (without
+        copying the whole memory: a checkpoint asks for this every second)."""
+        if last is None or last >= len(self._ids):
+            return list(self._ids)
+        newest = list(itertools.islice(reversed(self._ids), last))
+        newest.reverse()
+        return newest
 
     @classmethod
     def restore(cls, ids: list[str], capacity: int = 100_000) -> SeenIds:

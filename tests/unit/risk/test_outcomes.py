@@ -122,3 +122,32 @@ def test_win_rate_snapshot_round_trip():
         wr.add(w)
     again = RollingWinRate.restore(wr.snapshot(), window=3)
     assert again.value() == wr.value()
+
+
+def test_labeler_snapshot_stays_bounded_however_long_it_ran():
+    lab = MarkoutLabeler(horizon_bars=3)
+    for i in range(2000):
+        lab.on_bar(bar(i, 100.0 + i % 7))
+    lab.on_signal(signal(1999, "long"))  # pending: waits for bar 2002
+    snap = lab.snapshot(max_bars=50)
+    assert [i for i, _ in snap["books"]["ES"]["bars"]] == list(range(1950, 2000))
+    # a restored labeller resolves the pending signal and labels a late one within the bars
+    other = MarkoutLabeler(horizon_bars=3)
+    other.restore(__import__("json").loads(__import__("json").dumps(snap)))
+    (late,) = other.on_signal(signal(1990, "long"))
+    assert (late.entry_price, late.exit_price) == (100.0 + 1990 % 7, 100.0 + 1993 % 7)
+    (resolved,) = other.on_bar(bar(2002, 105.0))
+    assert resolved.bar_index == 1999 and resolved.exit_price == 105.0
+    # older than the saved bars: counted unlabelled, never guessed
+    assert other.on_signal(signal(1900, "long")) == [] and other.unlabelled == 1
+
+
+def test_seen_ids_snapshot_of_the_newest_only():
+    from geodesic.risk.dedup import SeenIds
+
+    seen = SeenIds(capacity=10)
+    for i in range(25):
+        seen.add(str(i))
+    assert seen.snapshot() == [str(i) for i in range(15, 25)]
+    assert seen.snapshot(last=3) == ["22", "23", "24"]
+    assert seen.snapshot(last=100) == seen.snapshot()
