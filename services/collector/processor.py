@@ -95,6 +95,9 @@ class CollectorProcessor:
             self.trackers[tp] = tracker
         return seeks
 
+    async def begin_batch(self) -> None:
+        return None
+
     async def on_revoked(self, partitions: set[TopicPartition]) -> None:
         for tp in partitions:
             self.trackers.pop(tp, None)

@@ -128,6 +128,9 @@ class FeatureProcessor:
             self.parts[tp] = st
         return seeks
 
+    async def begin_batch(self) -> None:
+        return None
+
     async def on_revoked(self, partitions: set[TopicPartition]) -> None:
         for tp in partitions:
             self.parts.pop(tp, None)

@@ -179,6 +179,9 @@ class RiskProcessor:
         self.restore(state)
         return {tp: off for tp, off in offsets.items() if tp in partitions}
 
+    async def begin_batch(self) -> None:
+        return None
+
     async def on_revoked(self, partitions: set[TopicPartition]) -> None:
         return None
 

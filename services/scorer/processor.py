@@ -125,9 +125,11 @@ class ScorerProcessor(StatelessProcessor):
             child = self._children[key] = metric.labels(*labels)
         return child
 
+    async def begin_batch(self) -> None:
+        await self.watcher.ensure_fresh()  # a flip applies from the next batch at the latest
+
     async def process(self, tp: TopicPartition, records: Sequence[ConsumerRecord]) -> list[Output]:
         out: list[Output] = []
-        await self.watcher.ensure_fresh()  # a flip applies from the next batch at the latest
         for rec in records:
             try:
                 out.append(self.handle(tp, rec))

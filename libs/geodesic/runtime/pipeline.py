@@ -134,6 +134,12 @@ class PartitionProcessor(Protocol):
 
     async def on_revoked(self, partitions: set[TopicPartition]) -> None: ...
 
+    async def begin_batch(self) -> None:
+        """Called once per fetched batch, before its partitions' process() calls: work that
+        must happen at batch boundaries but not once per partition (the scorer's control
+        plane read was ~2 ms a call, paid for every partition in the batch)."""
+        ...
+
     async def process(
         self, tp: TopicPartition, records: Sequence[ConsumerRecord]
     ) -> list[Output]: ...
@@ -154,6 +160,9 @@ class StatelessProcessor:
         return {}
 
     async def on_revoked(self, partitions: set[TopicPartition]) -> None:
+        return None
+
+    async def begin_batch(self) -> None:
         return None
 
     async def on_idle(self, now_ns: int) -> list[Output]:
@@ -555,6 +564,8 @@ class StreamLoop:
         pending: list[tuple[Output, str, asyncio.Future[Any]]] = []
         n_out = 0
         batches = await self._check_logs(batches)
+        if any(batches.values()):
+            await self.processor.begin_batch()
         for tp, records in batches.items():
             if not records:
                 continue

@@ -86,6 +86,7 @@ class FakeProcessor:
         self.fail_idle = 0
         self.restore_error: BaseException | None = None
         self.seeks: dict[TopicPartition, int] = {}
+        self.batches_begun = 0
 
     async def on_assigned(self, partitions: set[TopicPartition]) -> dict[TopicPartition, int]:
         if self.restore_error is not None:
@@ -101,6 +102,9 @@ class FakeProcessor:
     async def process(self, tp: TopicPartition, records: Sequence[ConsumerRecord]) -> list[Output]:
         self.processed += [r.offset for r in records]
         return [Output("out", r.key, r.value) for r in records]
+
+    async def begin_batch(self) -> None:
+        self.batches_begun += 1
 
     async def on_idle(self, now_ns: int) -> list[Output]:
         if self.fail_idle:
@@ -353,3 +357,14 @@ async def test_without_a_dead_letter_sink_an_unproducible_output_still_fails_lou
     with pytest.raises(MessageSizeTooLargeError):
         await loop.handle_batches({TP: [rec(0, b"y" * 100)]})
     assert processor.checkpoints == []
+
+
+async def test_batch_work_runs_once_per_fetched_batch_not_once_per_partition():
+    loop, consumer, processor = make_loop()
+    other = TopicPartition(TP.topic, TP.partition + 1)
+    await assign(loop, TP, other)
+    consumer.highwaters.update({TP: 2, other: 1})
+    await loop.handle_batches({TP: [rec(0), rec(1)], other: [rec(0)]})
+    assert processor.batches_begun == 1 and processor.processed == [0, 1, 0]
+    await loop.handle_batches({})  # an empty poll: nothing to begin
+    assert processor.batches_begun == 1
