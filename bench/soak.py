@@ -203,28 +203,40 @@ async def paced(
     sample_s: float,
     progress: Any,
 ) -> None:
-    """Call ``send_one`` ``rate`` times a second for ``seconds``; sample on the way."""
+    """Call ``send_one`` ``rate`` times a second for ``seconds``, sampling every
+    ``sample_s`` in a task of its own: a sample (end offsets, committed offsets of every
+    group) takes a few hundred ms, and taken inline it paused the feed that long every
+    ``sample_s``, then let it catch up in one burst."""
     interval = 1.0 / rate
     run.start_ns = time.time_ns()
     run.start_mono = time.monotonic()
     start = time.perf_counter()
     pending: list[asyncio.Future[Any]] = []
     run.samples.append(await sample(0.0))
-    next_sample = sample_s
-    while (elapsed := time.perf_counter() - start) < seconds:
-        due = int(elapsed / interval) + 1
-        while run.sent < due:
-            pending.append(await send_one())
-            run.sent += 1
-        if len(pending) > 2000:
-            await asyncio.gather(*pending)
-            pending.clear()
-        if elapsed >= next_sample:
-            next_sample += sample_s
-            run.samples.append(await sample(elapsed))
+
+    async def sampling() -> None:
+        n = 1
+        while True:
+            await asyncio.sleep(max(0.0, start + n * sample_s - time.perf_counter()))
+            run.samples.append(await sample(time.perf_counter() - start))
             if progress is not None and len(run.samples) % max(1, int(60 / sample_s)) == 1:
                 progress(run)
-        await asyncio.sleep(min(interval * 5, 0.02))
+            n += 1
+
+    sampler = asyncio.create_task(sampling())
+    try:
+        while (elapsed := time.perf_counter() - start) < seconds:
+            due = int(elapsed / interval) + 1
+            while run.sent < due:
+                pending.append(await send_one())
+                run.sent += 1
+            if len(pending) > 2000:
+                await asyncio.gather(*pending)
+                pending.clear()
+            await asyncio.sleep(min(interval * 5, 0.02))
+    finally:
+        sampler.cancel()
+        await asyncio.gather(sampler, return_exceptions=True)
     await asyncio.gather(*pending)
     run.samples.append(await sample(time.perf_counter() - start))
 
@@ -279,7 +291,7 @@ async def soak_geodesic(args: argparse.Namespace, stack: EmbeddedStack, fleet: F
         async def sample(t_s: float) -> dict[str, Any]:
             doc = await sampler.sample(t_s)
             doc["sent"] = run.sent
-            doc["through"] = bench.collector_received()
+            doc["through"] = await asyncio.to_thread(bench.collector_received)
             collect()
             return doc
 
