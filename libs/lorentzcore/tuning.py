@@ -162,19 +162,7 @@ class RecallTuner:
             if recall >= self.target or not self._bump():
                 break
             bumps += 1
-        with self._lock:
-            self.param_bumps += bumps
-            self._generation += 1
-            self._window.clear()
-        return TuneReport(
-            recall=recall,
-            ef_search=self.index.ef_search,
-            k_cand=self.index.k_cand,
-            bumps=bumps,
-            history=tuple(history),
-            target=self.target,
-            reached=recall >= self.target,
-        )
+        return self._settle(recall, bumps, history, reached=recall >= self.target)
 
     def calibrate(
         self,
@@ -223,6 +211,12 @@ class RecallTuner:
             if bound >= self.target or not self._bump(step):
                 break
             bumps += 1
+        return self._settle(recall, bumps, history, reached=bound >= self.target)
+
+    def _settle(
+        self, recall: float, bumps: int, history: list[TuneStep], *, reached: bool
+    ) -> TuneReport:
+        """Count an offline search's bumps, restart the live window at the chosen point."""
         with self._lock:
             self.param_bumps += bumps
             self._generation += 1
@@ -234,7 +228,7 @@ class RecallTuner:
             bumps=bumps,
             history=tuple(history),
             target=self.target,
-            reached=bound >= self.target,
+            reached=reached,
         )
 
     def _sample_truth(
