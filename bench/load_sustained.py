@@ -31,12 +31,14 @@ import tempfile
 import time
 import urllib.request
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from bench.feed import RandomWalkFeed
 from geodesic.contracts import ScoredSignal, load_topics
@@ -63,6 +65,7 @@ GROUPS = {
 RAW_TICKS = COLLECTOR.topic("in", "Tick")
 SIGNALS = SCORER.topic("out", "ScoredSignal")
 PARTITIONS = load_topics()[RAW_TICKS].partitions
+PARTITIONS_OF = {name: spec.partitions for name, spec in load_topics().items()}
 WINDOW_S = 30  # latency percentiles are also reported per window of this many seconds
 HOPS = ("collector", "to_feature", "feature", "to_scorer", "scorer", "to_executor")
 
@@ -108,6 +111,81 @@ class Phase:
     samples: list[dict] = field(default_factory=list)
 
 
+class Sampler:
+    """RSS, CPU share and consumer lag of named processes and groups, sampled periodically
+    (the sustained-load bench and the soak share it)."""
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        pids: dict[str, int],
+        groups: dict[str, tuple[str, list[str]]],
+        partitions: Mapping[str, int],
+        *,
+        tolerate_lag_errors: bool = False,
+    ) -> None:
+        self.kafka = kafka
+        self.pids = pids
+        self.groups = groups
+        self.partitions = partitions  # topic -> partition count
+        #: record an unreadable lag in the sample (a starving broker) instead of raising
+        self.tolerate_lag_errors = tolerate_lag_errors
+        self._cpu_last: dict[str, tuple[float, int]] = {}
+        self._probes: dict[str, AIOKafkaConsumer] = {}
+
+    def reset_cpu(self) -> None:
+        """Start CPU shares afresh (the next sample primes the counters)."""
+        self._cpu_last.clear()
+
+    async def sample(self, t_s: float) -> dict:
+        now = time.monotonic()
+        doc: dict = {"t_s": round(t_s, 2), "rss_mb": {}, "cpu_pct": {}}
+        for name, pid in self.pids.items():
+            doc["rss_mb"][name] = rss_mb(pid)
+            ticks = cpu_ticks(pid)
+            last = self._cpu_last.get(name)
+            if ticks is not None and last is not None and now > last[0]:
+                doc["cpu_pct"][name] = round(100 * (ticks - last[1]) / CLK_TCK / (now - last[0]), 1)
+            if ticks is not None:
+                self._cpu_last[name] = (now, ticks)
+        try:
+            doc["lag"] = await asyncio.wait_for(self.lag(), 15.0)
+        except (TimeoutError, KafkaError) as exc:
+            if not self.tolerate_lag_errors:
+                raise
+            doc["lag"] = {}
+            doc["lag_error"] = repr(exc)
+        return doc
+
+    async def lag(self) -> dict[str, int]:
+        """Records not yet committed by each group (sum over its input partitions).
+
+        Committed offsets are read by an idle consumer per group (it never joins, so it
+        never triggers a rebalance): Tansu's answer to the admin client's OffsetFetch
+        cannot be decoded by aiokafka.
+        """
+        topics = sorted({t for _group, inputs in self.groups.values() for t in inputs})
+        tps = [TopicPartition(t, p) for t in topics for p in range(self.partitions[t])]
+        ends = await true_end_offsets(self.kafka, tps)
+        out: dict[str, int] = {}
+        for name, (group, inputs) in self.groups.items():
+            probe = self._probes.get(group)
+            if probe is None:
+                probe = make_consumer(self.kafka, group_id=group, enable_auto_commit=False)
+                await probe.start()
+                self._probes[group] = probe
+            total = 0
+            for tp, end in ends.items():
+                if tp.topic in inputs:
+                    total += end - ((await probe.committed(tp)) or 0)
+            out[name] = total
+        return out
+
+    async def close(self) -> None:
+        for probe in self._probes.values():
+            await probe.stop()
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace, stack: EmbeddedStack, fleet: Fleet) -> None:
         self.args = args
@@ -120,8 +198,7 @@ class Bench:
         self.received: list[tuple[ScoredSignal, int]] = []
         self.pids = {n: s.proc.pid for n, s in fleet.services.items()}
         self.pids.update({f"{n}-server": p for n, p in stack.info.pids.items()})
-        self._cpu_last: dict[str, tuple[float, int]] = {}
-        self._probes: dict[str, AIOKafkaConsumer] = {}
+        self.sampler = Sampler(self.kafka, self.pids, GROUPS, PARTITIONS_OF)
 
     async def read_signals(self) -> None:
         consumer = make_consumer(self.kafka, topics=[SIGNALS], group_id="bench-executor")
@@ -156,46 +233,13 @@ class Bench:
             await asyncio.sleep(0.1)
 
     async def sample(self, phase: Phase) -> dict:
-        now = time.monotonic()
-        doc: dict = {"t_s": round(now - phase.started, 1), "rss_mb": {}, "cpu_pct": {}, "lag": {}}
-        for name, pid in self.pids.items():
-            doc["rss_mb"][name] = rss_mb(pid)
-            ticks = cpu_ticks(pid)
-            last = self._cpu_last.get(name)
-            if ticks is not None and last is not None and now > last[0]:
-                doc["cpu_pct"][name] = round(100 * (ticks - last[1]) / CLK_TCK / (now - last[0]), 1)
-            if ticks is not None:
-                self._cpu_last[name] = (now, ticks)
-        doc["lag"] = await self.lag()
-        return doc
+        return await self.sampler.sample(time.monotonic() - phase.started)
 
     async def lag(self) -> dict[str, int]:
-        """Records not yet committed by each service group (sum over its input partitions).
-
-        Committed offsets are read by an idle consumer per group (it never joins, so it
-        never triggers a rebalance): this broker's answer to the admin client's
-        OffsetFetch cannot be decoded by aiokafka.
-        """
-        topics = sorted({t for _group, inputs in GROUPS.values() for t in inputs})
-        tps = [TopicPartition(t, p) for t in topics for p in range(PARTITIONS)]
-        ends = await true_end_offsets(self.kafka, tps)
-        out: dict[str, int] = {}
-        for service, (group, inputs) in GROUPS.items():
-            probe = self._probes.get(group)
-            if probe is None:
-                probe = make_consumer(self.kafka, group_id=group, enable_auto_commit=False)
-                await probe.start()
-                self._probes[group] = probe
-            total = 0
-            for tp, end in ends.items():
-                if tp.topic in inputs:
-                    total += end - ((await probe.committed(tp)) or 0)
-            out[service] = total
-        return out
+        return await self.sampler.lag()
 
     async def close(self) -> None:
-        for probe in self._probes.values():
-            await probe.stop()
+        await self.sampler.close()
 
     async def run_phase(self, producer, rate: float) -> Phase:
         phase = Phase(rate=rate)
@@ -206,7 +250,7 @@ class Bench:
         start = time.perf_counter()
         pending: list[asyncio.Future] = []
         next_sample = phase.started + self.args.sample_s
-        self._cpu_last.clear()
+        self.sampler.reset_cpu()
         await self.sample(phase)  # primes the CPU counters
         while (elapsed := time.perf_counter() - start) < self.args.phase_s:
             due = int(elapsed / interval) + 1

@@ -34,7 +34,6 @@ from typing import Any
 
 import numpy as np
 from aiokafka import TopicPartition
-from aiokafka.errors import KafkaError
 
 from bench import load_sustained as ls
 from bench.feed import RandomWalkFeed
@@ -134,66 +133,6 @@ def verdict(rows: list[dict[str, Any]], rate: float, budgets: list[float]) -> di
     }
 
 
-class Sampler:
-    """RSS, CPU and consumer lag of named processes and groups, sampled periodically."""
-
-    def __init__(
-        self, kafka: KafkaSettings, pids: dict[str, int], groups: dict[str, tuple[str, list[str]]]
-    ) -> None:
-        self.kafka = kafka
-        self.pids = pids
-        self.groups = groups
-        self._cpu_last: dict[str, tuple[float, int]] = {}
-        self._probes: dict[str, Any] = {}
-
-    async def sample(self, t_s: float) -> dict[str, Any]:
-        now = time.monotonic()
-        doc: dict[str, Any] = {"t_s": round(t_s, 2), "rss_mb": {}, "cpu_pct": {}}
-        for name, pid in self.pids.items():
-            doc["rss_mb"][name] = ls.rss_mb(pid)
-            ticks = ls.cpu_ticks(pid)
-            last = self._cpu_last.get(name)
-            if ticks is not None and last is not None and now > last[0]:
-                doc["cpu_pct"][name] = round(
-                    100 * (ticks - last[1]) / ls.CLK_TCK / (now - last[0]), 1
-                )
-            if ticks is not None:
-                self._cpu_last[name] = (now, ticks)
-        try:
-            doc["lag"] = await asyncio.wait_for(self.lag(), 15.0)
-        except (TimeoutError, KafkaError) as exc:  # a starving broker: the row says so
-            doc["lag"] = {}
-            doc["lag_error"] = repr(exc)
-        return doc
-
-    async def lag(self) -> dict[str, int]:
-        """Records each group has not committed yet (idle probes: they never join)."""
-        tps = [
-            TopicPartition(t, p)
-            for _g, inputs in self.groups.values()
-            for t in inputs
-            for p in range(TOPICS[t].partitions if t in TOPICS else dict(FLOOR_HOPS)[t])
-        ]
-        ends = await true_end_offsets(self.kafka, tps)
-        out: dict[str, int] = {}
-        for name, (group, inputs) in self.groups.items():
-            probe = self._probes.get(group)
-            if probe is None:
-                probe = make_consumer(self.kafka, group_id=group, enable_auto_commit=False)
-                await probe.start()
-                self._probes[group] = probe
-            total = 0
-            for tp, end in ends.items():
-                if tp.topic in inputs:
-                    total += end - ((await probe.committed(tp)) or 0)
-            out[name] = total
-        return out
-
-    async def close(self) -> None:
-        for probe in self._probes.values():
-            await probe.stop()
-
-
 async def paced(
     run: Run,
     rate: float,
@@ -264,7 +203,9 @@ async def soak_geodesic(args: argparse.Namespace, stack: EmbeddedStack, fleet: F
         stack,
         fleet,
     )
-    sampler = Sampler(bench.kafka, bench.pids, ls.GROUPS)
+    sampler = ls.Sampler(
+        bench.kafka, bench.pids, ls.GROUPS, ls.PARTITIONS_OF, tolerate_lag_errors=True
+    )
     run = Run()
     reader = asyncio.create_task(bench.read_signals())
     producer = make_producer(bench.kafka)
@@ -360,7 +301,7 @@ async def soak_floor(args: argparse.Namespace, kafka: KafkaSettings, pids: dict[
     groups = {
         name: (f"floor-{name}", [source]) for name, (source, _sink, _c) in FLOOR_RELAYS.items()
     }
-    sampler = Sampler(kafka, pids, groups)
+    sampler = ls.Sampler(kafka, pids, groups, dict(FLOOR_HOPS), tolerate_lag_errors=True)
     symbols = [f"L{i:02d}" for i in range(args.symbols)]
     feed = RandomWalkFeed(symbols, "FLOOR")
     last_second: dict[str, int] = {}
