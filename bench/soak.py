@@ -73,7 +73,6 @@ class Run:
     """Samples and deliveries of one run (Geodesic or floor)."""
 
     start_ns: int = 0
-    start_mono: float = 0.0
     sent: int = 0
     samples: list[dict[str, Any]] = field(default_factory=list)
     #: (received at, e2e ms) of every record the executor read that can be traced
@@ -148,7 +147,6 @@ async def paced(
     ``sample_s``, then let it catch up in one burst."""
     interval = 1.0 / rate
     run.start_ns = time.time_ns()
-    run.start_mono = time.monotonic()
     start = time.perf_counter()
     pending: list[asyncio.Future[Any]] = []
     run.samples.append(await sample(0.0))
